@@ -1,0 +1,48 @@
+# Two commands do everything (see README): `make repro` and `make test`.
+# Both create .venv from the exact-pinned lock when needed; a second run installs nothing.
+
+PYTHON  ?= python3.11
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+PORT    ?= 5000
+
+.DEFAULT_GOAL := help
+.PHONY: help setup repro test test-fast lint lock ui plots bench retrain clean
+
+help:  ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	@touch $@
+
+setup: $(STAMP)  ## Create .venv and install the locked dependencies
+
+repro: $(STAMP)  ## Run the whole pipeline (dvc repro)
+	$(BIN)/dvc repro
+
+test: $(STAMP)  ## Run the whole test suite, end-to-end tests included
+	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && echo "no tests selected" && rc=0; exit $$rc
+
+test-fast: $(STAMP)  ## Run the fast unit tests only (inner loop)
+	$(BIN)/python -m pytest -m "not slow" -x -q
+
+lint: $(STAMP)  ## Lint the code (ruff)
+	$(BIN)/ruff check src stages tests
+
+lock:  ## Re-resolve requirements.lock from pyproject.toml (needs network access to PyPI)
+	$(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links --extra dev --output-file requirements.lock pyproject.toml
+
+ui: $(STAMP)  ## Serve the MLflow UI on http://127.0.0.1:$(PORT) over the local store
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
+		--default-artifact-root $(CURDIR)/mlartifacts --host 127.0.0.1 --port $(PORT)
+
+plots: $(STAMP)  ## Render every DVC plot to dvc_plots/index.html
+	$(BIN)/dvc plots show
+
+clean:  ## Remove .venv and caches (keeps data, models and the MLflow store)
+	rm -rf $(VENV) .pytest_cache .ruff_cache

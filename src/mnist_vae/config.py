@@ -1,0 +1,282 @@
+"""Typed, validated settings: `params.yaml` parsed into frozen dataclasses.
+
+Every tunable and path lives in `params.yaml`; stages read it only through `load_params`.
+Each section is a frozen dataclass whose field annotations are the schema: unknown keys,
+wrong types and out-of-range values fail with a message naming the key path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+PARAMS_FILE = "params.yaml"
+
+
+class ConfigError(ValueError):
+    """A params file that does not match the schema; the message names the key and the fix."""
+
+
+# --- field constraints -------------------------------------------------------------------
+
+def positive(v: Any) -> str | None:
+    return None if v > 0 else "must be > 0"
+
+
+def non_negative(v: Any) -> str | None:
+    return None if v >= 0 else "must be >= 0"
+
+
+def fraction(v: Any) -> str | None:
+    return None if 0 <= v < 1 else "must be in [0, 1)"
+
+
+def probability(v: Any) -> str | None:
+    return None if 0 <= v <= 1 else "must be in [0, 1]"
+
+
+def all_positive(v: Any) -> str | None:
+    return None if all(x > 0 for x in v) else "must contain only values > 0"
+
+
+def non_empty(v: Any) -> str | None:
+    return None if len(v) > 0 else "must not be empty"
+
+
+def checked(default: Any, *checks, **kwargs) -> Any:
+    """A dataclass field with a default and value checks run after type checking."""
+    if isinstance(default, (list, dict)):
+        raise TypeError("use a tuple default")
+    return field(default=default, metadata={"checks": checks}, **kwargs)
+
+
+# --- sections ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DownloadConfig:
+    """Where MNIST comes from; `MNIST_VAE_SOURCE` replaces `mirrors` at run time."""
+
+    mirrors: tuple[str, ...] = checked(
+        (
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+            "https://storage.googleapis.com/cvdf-datasets/mnist/",
+            "http://yann.lecun.com/exdb/mnist/",
+        ),
+        non_empty,
+    )
+    connect_timeout_s: float = checked(5.0, positive)
+    read_timeout_s: float = checked(10.0, positive)
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    """Every file the pipeline reads or writes, relative to the repository root."""
+
+    data: str = "data/mnist.npz"
+    provenance: str = "data/provenance.json"
+    model: str = "models/vae.keras"
+    train_facts: str = "models/train.json"
+    progress: str = "models/progress.npz"
+    run_id: str = "models/mlflow_run.json"
+    checkpoints: str = ".checkpoints"
+    dvclive: str = "dvclive"
+    classifier: str = "models/classifier.keras"
+    classifier_metrics: str = "metrics/classifier.json"
+    metrics: str = "metrics/eval.json"
+    plots: str = "plots"
+
+
+# --- sections below are owned by the stage that reads them --------------------------------
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How the arrays in `paths.data` become training, validation and test sets."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The VAE's architecture and likelihood."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation of the VAE."""
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """The digit classifier that measures sample quality."""
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Test-set likelihood and sample-quality metrics."""
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """The PNG grids people look at."""
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """MLflow experiment and Model Registry settings."""
+
+
+SECTIONS: dict[str, type] = {
+    "paths": PathsConfig,
+    "download": DownloadConfig,
+    "data": DataConfig,
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "classifier": ClassifierConfig,
+    "evaluate": EvaluateConfig,
+    "render": RenderConfig,
+    "tracking": TrackingConfig,
+}
+
+
+@dataclass(frozen=True)
+class Params:
+    """The whole of `params.yaml`."""
+
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    download: DownloadConfig = field(default_factory=DownloadConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+# --- parsing -----------------------------------------------------------------------------
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+            type(None): "null"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Return `value` as type `tp`, or raise ConfigError naming `key`."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return parse_section(tp, value, key)
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+    elif origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _convert(value, option, key)
+            except ConfigError:
+                continue
+    elif origin is tuple:
+        if isinstance(value, (list, tuple)):
+            item_type = typing.get_args(tp)[0]
+            return tuple(_convert(v, item_type, f"{key}[{i}]") for i, v in enumerate(value))
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif tp is type(None):
+        if value is None:
+            return None
+    else:
+        raise TypeError(f"unsupported schema type {tp!r} for {key}")
+    raise ConfigError(f"{key}: must be {_type_name(tp)}, got {value!r}")
+
+
+def parse_section(cls: type, data: Any, prefix: str) -> Any:
+    """Build dataclass `cls` from mapping `data`, checking keys, types and ranges."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix}: must be a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{prefix}.{unknown[0]}: unknown key; allowed keys in {prefix}: {', '.join(fields)}"
+        )
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}"
+        converted = _convert(value, hints[name], key)
+        for check in fields[name].metadata.get("checks", ()):
+            problem = check(converted)
+            if problem:
+                raise ConfigError(f"{key}: {problem}, got {value!r}")
+        values[name] = converted
+    try:
+        return cls(**values)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{prefix}: {err}") from err
+
+
+def parse_params(data: Any) -> Params:
+    """Validate a whole params mapping (as loaded from YAML)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{PARAMS_FILE}: must be a mapping of sections, got {data!r}")
+    unknown = sorted(set(data) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(
+            f"{unknown[0]}: unknown section; allowed sections: {', '.join(SECTIONS)}"
+        )
+    return Params(**{name: parse_section(cls, data.get(name), name)
+                     for name, cls in SECTIONS.items()})
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
+    """Read and validate `params.yaml`; the only place YAML is read."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file; run from the repository root") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    return parse_params(data)
+
+
+def to_flat_dict(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """Flatten a config into dotted keys (`train.batch_size`), for logging."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            out.update(to_flat_dict(value, key + "."))
+        else:
+            out[key] = value
+    return out
