@@ -99,6 +99,12 @@ class PathsConfig:
 class DataConfig:
     """How the arrays in `paths.data` become training, validation and test sets."""
 
+    val_size: int = checked(5000, positive)
+    split_seed: int = 0
+    train_limit: int = checked(0, non_negative)  # 0 = all; small values for tests and CI
+    test_limit: int = checked(0, non_negative)
+    binarize: Literal["none", "static", "dynamic"] = "none"
+
 
 @dataclass(frozen=True)
 class ModelConfig:
