@@ -78,6 +78,13 @@ def write_source_dir(directory: Path, files=FILES, manifest: str | None = None) 
     return directory
 
 
+@pytest.fixture(autouse=True)
+def no_proxy_for_localhost(monkeypatch):
+    """The test servers are on 127.0.0.1: never route them through a proxy set in the env."""
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+
+
 @pytest.fixture
 def serve():
     """Start FileServers (same arguments); all are closed when the test ends."""
