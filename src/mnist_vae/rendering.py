@@ -145,7 +145,7 @@ def interpolation_classes(rows: int, rng: np.random.Generator) -> list[tuple[int
 
 def interpolations_grid(model: Any, x: np.ndarray, labels: np.ndarray,
                         cfg: RenderConfig) -> Image.Image:
-    """Each row: a test digit, the decoded straight walk from its code to another digit's, it."""
+    """Each row: a test digit, the decoded straight walk between the codes, the other digit."""
     rng = np.random.default_rng(cfg.seed)
     pairs = interpolation_classes(cfg.interpolation_rows, rng)
     starts = pick_per_class(labels, [a for a, _ in pairs], 1, rng)[:, 0]
