@@ -69,6 +69,11 @@ def non_empty(v: Any) -> str | None:
     return None if len(v) > 0 else "must not be empty"
 
 
+def http_urls(v: Any) -> str | None:
+    ok = all(u.startswith(("http://", "https://")) for u in v)
+    return None if ok else "must contain only http:// or https:// URLs"
+
+
 def checked(default: Any, *checks, **kwargs) -> Any:
     """A dataclass field with a default and value checks run after type checking."""
     if isinstance(default, (list, dict)):
@@ -89,6 +94,7 @@ class DownloadConfig:
             "http://yann.lecun.com/exdb/mnist/",
         ),
         non_empty,
+        http_urls,
     )
     connect_timeout_s: float = checked(5.0, positive)
     read_timeout_s: float = checked(10.0, positive)
