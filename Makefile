@@ -8,7 +8,7 @@ STAMP   := $(VENV)/.installed
 PORT    ?= 5000
 
 .DEFAULT_GOAL := help
-.PHONY: help setup repro test test-fast lint lock ui plots bench retrain clean
+.PHONY: help setup repro exp test test-fast lint lock ui plots bench retrain clean
 
 help:  ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -24,6 +24,10 @@ setup: $(STAMP)  ## Create .venv and install the locked dependencies
 
 repro: $(STAMP)  ## Run the whole pipeline (dvc repro)
 	$(BIN)/dvc repro
+
+exp: $(STAMP)  ## Run a DVC experiment with a config overlay: make exp CONFIG=configs/seed-article.yaml
+	@test -n "$(CONFIG)" || { echo "usage: make exp CONFIG=configs/<name>.yaml"; exit 2; }
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python scripts/exp_run.py $(CONFIG) $(EXP_ARGS)
 
 test: $(STAMP)  ## Run the whole test suite, end-to-end tests included
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && echo "no tests selected" && rc=0; exit $$rc

@@ -216,8 +216,8 @@ class TrainConfig:
     """Optimisation of the VAE."""
 
     seed: int = 0
-    deterministic: bool = True  # op determinism; false is faster (see README)
-    jit_compile: bool = True
+    deterministic: bool = True  # TF op determinism; false is faster (see README)
+    jit_compile: bool = False  # XLA; Keras allows it only without op determinism
     batch_size: int = checked(128, positive)
     epochs: int = checked(20, positive)  # the budget; early stopping may end sooner
     learning_rate: float = checked(1e-3, positive)
@@ -226,6 +226,13 @@ class TrainConfig:
     kl_warmup_epochs: int = checked(0, non_negative)  # KL weight rises linearly 0 -> beta
     patience: int = checked(5, positive)  # epochs without a better val loss before stopping
     progress_samples: int = checked(16, positive)  # fixed latents decoded after each epoch
+
+    def __post_init__(self) -> None:
+        if self.jit_compile and self.deterministic:
+            raise ConfigError(
+                "train.jit_compile: Keras turns XLA off under op determinism; set "
+                "train.deterministic: false to use it, or jit_compile: false"
+            )
 
 
 @dataclass(frozen=True)
