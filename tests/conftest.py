@@ -1,6 +1,7 @@
-"""Shared fixtures: repository paths and a quiet TensorFlow."""
+"""Shared fixtures: repository paths, a quiet TensorFlow, private MLflow stores."""
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -23,3 +24,41 @@ def shared_mirror() -> Path:
             pytest.fail(f"CI needs the local MNIST mirror at {SHARED_MIRROR}")
         pytest.skip(f"no local MNIST mirror at {SHARED_MIRROR}")
     return SHARED_MIRROR
+
+
+# --- MLflow: private stores (mlflow imported lazily: most tests never need it) ----------
+
+@pytest.fixture(scope="session")
+def empty_store_db(tmp_path_factory) -> Path:
+    """An empty, migrated MLflow database: creating one takes seconds, copying it none."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch, empty_store_db) -> Path:
+    """A fresh working directory whose embedded MLflow store nobody else sees."""
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "DVC_ROOT", "DVC_EXP_NAME",
+                "DVC_EXP_BASELINE_REV", "DVC_STAGE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)
+    shutil.copyfile(empty_store_db, tmp_path / "mlflow.db")
+    yield tmp_path
+    import mlflow
+
+    mlflow.end_run()
+    mlflow.set_tracking_uri(None)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+@pytest.fixture(scope="session")
+def tiny_vae_file(tmp_path_factory) -> Path:
+    """A tiny untrained VAE saved once per session; copy it where a test needs a model."""
+    from mlflow_helpers import save_tiny_vae
+
+    path = tmp_path_factory.mktemp("tiny-vae") / "vae.keras"
+    save_tiny_vae(path)
+    return path

@@ -32,6 +32,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.tracking import MlflowClient
 from mlflow.types.schema import Schema, TensorSpec
 
+from mnist_vae import tracking
 from mnist_vae.config import Params, TrackingConfig, to_flat_dict
 from mnist_vae.model import VAE, load_vae
 
@@ -207,7 +208,7 @@ def should_promote(client: MlflowClient, version: str, value: float, params: Par
     """Whether the new version takes `champion`: none yet, or strictly better, same protocol."""
     cfg = params.tracking
     current = champion(client, cfg.registered_model)
-    if current is None or current.version == version:
+    if current is None or str(current.version) == str(version):
         return True
     mine = version_tags("", value, params)
     differing = [k for k in cfg.comparable_on
@@ -248,19 +249,29 @@ def model_uri(ref: str = CHAMPION, name: str = "mnist-vae") -> str:
     return f"models:/{name}/{ref}" if ref.isdigit() else f"models:/{name}@{ref}"
 
 
-def load(ref: str = CHAMPION, name: str = "mnist-vae") -> VAE:
-    """The registered VAE (alias, version number or models:/ URI) with its library API."""
-    uri = model_uri(ref, name)
+def load(ref: str = CHAMPION, name: str = "mnist-vae", tracking_uri: str | None = None) -> VAE:
+    """The registered VAE (alias, version number or models:/ URI) with its library API.
+
+    The store is `tracking_uri`, else the pipeline's (MLFLOW_TRACKING_URI or the repository's
+    embedded store).
+    """
+    uri = _use_store_for(ref, name, tracking_uri)
     try:
         model = mlflow.keras.load_model(uri, load_model_kwargs={"compile": False})
     except MlflowException as err:
-        raise RegistryError(f"cannot load {uri} from {mlflow.get_tracking_uri()}: "
-                            f"{err.message}") from err
+        raise RegistryError(f"cannot load {uri} from {tracking.redact(mlflow.get_tracking_uri())}:"
+                            f" {err.message}") from err
     if not isinstance(model, VAE):
         raise RegistryError(f"{uri} holds a {type(model).__name__}, not a mnist_vae VAE")
     return model
 
 
-def load_generator(ref: str = CHAMPION, name: str = "mnist-vae") -> pyfunc.PyFuncModel:
-    """The registered model as the pyfunc the scoring server runs."""
-    return pyfunc.load_model(model_uri(ref, name))
+def load_generator(ref: str = CHAMPION, name: str = "mnist-vae",
+                   tracking_uri: str | None = None) -> pyfunc.PyFuncModel:
+    """The registered model as the pyfunc the scoring server runs (latents -> images)."""
+    return pyfunc.load_model(_use_store_for(ref, name, tracking_uri))
+
+
+def _use_store_for(ref: str, name: str, tracking_uri: str | None) -> str:
+    tracking.use_store(tracking_uri or tracking.tracking_uri(tracking.repo_root()))
+    return model_uri(ref, name)

@@ -181,7 +181,7 @@ def _git(*args: str) -> str | None:
         done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return done.stdout.strip() if done.returncode == 0 else None
+    return done.stdout.rstrip("\n") if done.returncode == 0 else None
 
 
 def git_state() -> tuple[str | None, list[str] | None]:
@@ -314,7 +314,7 @@ def _open_run(params: Params, stage: str, experiment_id: str) -> StageRun:
     pointer = read_run_pointer(Path(params.paths.run_id))
     model_run_id = pointer.get("run_id")
     model_run = _get_run(model_run_id) if model_run_id else None
-    for candidate in _continuable_runs(model_run, experiment_id):
+    for candidate in _continuable_runs(model_run_id, model_run, experiment_id):
         if _can_continue(candidate, stage, params):
             mlflow.start_run(run_id=candidate.info.run_id)
             _log_stage_params(params, (stage,))
@@ -352,17 +352,16 @@ def _get_run(run_id: str):
     return None if run.info.lifecycle_stage == "deleted" else run
 
 
-def _continuable_runs(model_run, experiment_id: str) -> list:
-    """The model's run, then runs that continued it (newest first)."""
-    if model_run is None:
+def _continuable_runs(model_run_id: str | None, model_run, experiment_id: str) -> list:
+    """The model's run if it exists, then runs that continued it (newest first)."""
+    if not model_run_id:
         return []
-    model_run_id = model_run.info.run_id
+    experiments = {experiment_id, *([model_run.info.experiment_id] if model_run else [])}
     continued = MlflowClient().search_runs(
-        [model_run.info.experiment_id, experiment_id],
-        filter_string=f"tags.`{TAG_MODEL_RUN}` = '{model_run_id}'",
+        sorted(experiments), filter_string=f"tags.`{TAG_MODEL_RUN}` = '{model_run_id}'",
         order_by=["attributes.start_time DESC"], max_results=20,
     )
-    return [model_run, *continued]
+    return [*([model_run] if model_run else []), *continued]
 
 
 def _can_continue(run, stage: str, params: Params) -> bool:
