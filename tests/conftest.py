@@ -1,5 +1,6 @@
 """Shared fixtures: repository paths, a quiet TensorFlow, private MLflow stores."""
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -34,7 +35,8 @@ def empty_store_db(tmp_path_factory) -> Path:
     from mlflow.tracking import MlflowClient
 
     path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    MlflowClient(f"sqlite:///{path}").search_experiments()
+    with contextlib.chdir(path.parent):  # where the `Default` experiment's ./mlruns goes
+        MlflowClient(f"sqlite:///{path}").search_experiments()
     return path
 
 

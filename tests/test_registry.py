@@ -23,10 +23,10 @@ NAME = "mnist-vae"
 def _register(store, vae_file, value, params=None):
     """Log the tiny VAE in a new run and register it with test metric `value`."""
     params = params or tiny_params()
-    tracking.connect(params.tracking, store)
+    experiment_id = tracking.connect(params.tracking, store)
     model = store / "vae.keras"
     shutil.copyfile(vae_file, model)
-    with mlflow.start_run() as run:
+    with mlflow.start_run(experiment_id=experiment_id) as run:
         info = registry.log_model(model, params.tracking)
         return registry.register(info, run.info.run_id, {METRIC: value}, params)
 
