@@ -239,15 +239,43 @@ class TrainConfig:
 class ClassifierConfig:
     """The digit classifier that measures sample quality."""
 
+    epochs: int = checked(4, positive)
+    batch_size: int = checked(128, positive)
+    learning_rate: float = checked(1e-3, positive)
+    features: int = checked(128, positive)  # width of the penultimate layer (Frechet features)
+    dropout: float = checked(0.25, fraction)
+    seed: int = 0
+
 
 @dataclass(frozen=True)
 class EvaluateConfig:
     """Test-set likelihood and sample-quality metrics."""
 
+    seed: int = 0
+    batch_size: int = checked(500, positive)  # images per forward pass
+    iwae_samples: int = checked(100, positive)  # k importance samples per image
+    iwae_images: int = checked(2000, non_negative)  # seeded test subset; 0 = every test image
+    iwae_max_batch: int = checked(5000, positive)  # images x samples decoded at once (memory)
+    active_threshold: float = checked(0.01, positive)  # Burda et al.'s covariance criterion
+    prior_samples: int = checked(10000, positive)  # N samples from the prior for sample quality
+    confidence: float = checked(0.9, probability)  # "recognisable" = top class prob >= this
+
 
 @dataclass(frozen=True)
 class RenderConfig:
     """The PNG grids people look at."""
+
+    seed: int = 0
+    scale: int = checked(2, positive)  # each MNIST pixel becomes scale x scale screen pixels
+    gutter: int = checked(2, non_negative)  # pixels between tiles
+    samples_grid: int = checked(10, positive)  # samples.png is grid x grid
+    reconstruction_rows: int = checked(10, positive)  # one row per digit class (cycling)
+    reconstruction_pairs: int = checked(5, positive)  # original|reconstruction pairs per row
+    interpolation_rows: int = checked(8, positive)
+    interpolation_steps: int = checked(10, positive)  # tiles per walk, endpoints included
+    manifold_size: int = checked(15, positive)  # manifold.png is size x size
+    manifold_quantile: float = checked(0.95, fraction)  # walk covers the central quantiles
+    progress_rows: int = checked(10, positive)  # at most this many epochs (evenly subsampled)
 
 
 @dataclass(frozen=True)
