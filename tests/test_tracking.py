@@ -22,6 +22,7 @@ from mlflow_helpers import (
     write_png,
 )
 from mnist_vae import tracking
+from mnist_vae.files import write_json
 from mnist_vae.model import load_vae
 
 
@@ -196,8 +197,8 @@ def test_outputs_restored_for_a_store_without_the_run_start_a_tagged_run(store, 
     params = tiny_params()
     Path(params.paths.model).parent.mkdir(parents=True)
     shutil.copyfile(TINY_VAE_FILE, params.paths.model)
-    tracking.write_json_atomic(Path(params.paths.run_id),
-                               {"run_id": "0" * 32, "run_name": "lost-run"})
+    write_json(params.paths.run_id,
+               {"run_id": "0" * 32, "run_name": "lost-run"})
     evaluate, render = _evaluate(params), _render(params)
     assert evaluate.run_id == render.run_id, "render continues evaluate's new run"
     run = MlflowClient().get_run(evaluate.run_id)

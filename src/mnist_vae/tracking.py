@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -30,15 +31,29 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import mlflow
-from mlflow.data.meta_dataset import MetaDataset
-from mlflow.data.sources import LocalArtifactDatasetSource
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
+from typing import TYPE_CHECKING, Any
 
 from mnist_vae.config import Params, TrackingConfig, to_flat_dict
+from mnist_vae.files import write_json
+
+if TYPE_CHECKING:
+    import mlflow
+
+
+def _lazy_import(name: str):
+    """`name`, executed on first attribute access (the stdlib's LazyLoader recipe)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+# Importing MLflow takes seconds; loading it on first use lets the server probe run first.
+mlflow = _lazy_import("mlflow")  # noqa: F811
 
 STORE_FILE = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
@@ -46,7 +61,7 @@ ARTIFACTS_DIR = "mlartifacts"
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "train": ("data", "model", "train", "tracking"),
     "evaluate": ("data", "evaluate", "tracking"),
-    "render": ("render", "tracking"),
+    "render": ("data", "render", "tracking"),
 }
 # Files logged as run artifacts, as the issue asks: the exact inputs and lock of the pipeline.
 PIPELINE_FILES = ("params.yaml", "dvc.lock")
@@ -155,13 +170,13 @@ def connect(cfg: TrackingConfig, root: Path) -> str:
 
 def ensure_experiment(name: str, uri: str) -> str:
     """Get or create the experiment; a SQLite store keeps its artifacts next to the database."""
-    client = MlflowClient()
+    client = mlflow.MlflowClient()
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         location = artifact_location(uri)
         try:
             return client.create_experiment(name, artifact_location=location)
-        except MlflowException:  # created concurrently by another stage or process
+        except mlflow.MlflowException:  # created concurrently by another stage or process
             experiment = client.get_experiment_by_name(name)
             if experiment is None:
                 raise
@@ -246,7 +261,7 @@ def run_tags(params: Params) -> dict[str, str]:
         if changed:
             tags[TAG_GIT_CHANGED] = ", ".join(changed)[:4000]
     for env, tag in (("DVC_EXP_NAME", "dvc.exp_name"), ("DVC_EXP_BASELINE_REV",
-                     "dvc.exp_baseline_rev"), ("DVC_STAGE", "dvc.stage")):
+                     "dvc.exp_baseline_rev")):
         if os.environ.get(env):
             tags[tag] = os.environ[env]
     data = Path(params.paths.data)
@@ -346,8 +361,8 @@ def _start_run(params: Params, stage: str, experiment_id: str, name: str | None,
 def _get_run(run_id: str):
     """The run, or None when this store does not have it (or it was deleted)."""
     try:
-        run = MlflowClient().get_run(run_id)
-    except MlflowException:
+        run = mlflow.MlflowClient().get_run(run_id)
+    except mlflow.MlflowException:
         return None
     return None if run.info.lifecycle_stage == "deleted" else run
 
@@ -357,7 +372,7 @@ def _continuable_runs(model_run_id: str | None, model_run, experiment_id: str) -
     if not model_run_id:
         return []
     experiments = {experiment_id, *([model_run.info.experiment_id] if model_run else [])}
-    continued = MlflowClient().search_runs(
+    continued = mlflow.MlflowClient().search_runs(
         sorted(experiments), filter_string=f"tags.`{TAG_MODEL_RUN}` = '{model_run_id}'",
         order_by=["attributes.start_time DESC"], max_results=20,
     )
@@ -379,7 +394,7 @@ def stages_done(run) -> list[str]:
 
 
 def _add_stage_done(run_id: str, stage: str) -> None:
-    run = MlflowClient().get_run(run_id)
+    run = mlflow.MlflowClient().get_run(run_id)
     done = [s for s in stages_done(run) if s != stage] + [stage]
     mlflow.set_tag(TAG_STAGES, ",".join(done))
 
@@ -400,7 +415,7 @@ def _param_str(value: Any) -> str:
 
 def _log_stage_params(params: Params, stages: tuple[str, ...]) -> None:
     """Log the params not yet in the active run (MLflow refuses to change a logged value)."""
-    existing = MlflowClient().get_run(mlflow.active_run().info.run_id).data.params
+    existing = mlflow.MlflowClient().get_run(mlflow.active_run().info.run_id).data.params
     wanted = stage_params(params, stages)
     mlflow.log_params({k: v for k, v in wanted.items() if k not in existing})
 
@@ -410,21 +425,15 @@ def _log_dataset(params: Params) -> None:
     data = Path(params.paths.data)
     if not data.is_file():
         return
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.data.sources import LocalArtifactDatasetSource
+
     dataset = MetaDataset(source=LocalArtifactDatasetSource(str(data.resolve())),
                           name="mnist", digest=file_sha256(data)[:16])
     mlflow.log_input(dataset, context="training")
 
 
 # --- the run pointer (paths.run_id) ---------------------------------------------------------
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON through a temp file + rename, so readers never see a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
-
 
 def read_run_pointer(path: Path) -> dict[str, str]:
     """The run id file `train` wrote, or {} when it is missing or unreadable."""
@@ -468,7 +477,7 @@ def _finish_train(params: Params, run: StageRun) -> None:
         mlflow.log_metrics({f"fit/{k}": v for k, v in numeric_items(facts).items()})
         _log_file(facts_path)
     _log_pipeline_files(params)
-    write_json_atomic(Path(params.paths.run_id), {
+    write_json(params.paths.run_id, {
         "run_id": run.run_id,
         "run_name": mlflow.active_run().info.run_name,
         "experiment_id": mlflow.active_run().info.experiment_id,
