@@ -43,7 +43,7 @@ lock:  ## Re-resolve requirements.lock from pyproject.toml (needs network access
 
 ui: $(STAMP)  ## Serve the MLflow UI on http://127.0.0.1:$(PORT) over the local store
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
-		--default-artifact-root $(CURDIR)/mlartifacts --host 127.0.0.1 --port $(PORT)
+		--default-artifact-root $(CURDIR)/mlartifacts --host 127.0.0.1 --port $(PORT) --workers 1
 
 plots: $(STAMP)  ## Render every DVC plot to dvc_plots/index.html
 	$(BIN)/dvc plots show

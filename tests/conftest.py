@@ -1,6 +1,9 @@
-"""Shared fixtures: repository paths, the local MNIST mirror, and repo copies for e2e tests."""
+"""Shared fixtures: repository paths, the local MNIST mirror, repo copies for e2e tests, and
+private MLflow stores."""
 
+import contextlib
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -44,3 +47,42 @@ def downloaded_repo(tmp_path_factory, shared_mirror) -> Path:
     run_dvc(repo, "repro", "download",
             env=pipeline_env(repo, MNIST_VAE_SOURCE=str(shared_mirror)))
     return repo
+
+
+# --- MLflow: private stores (mlflow imported lazily: most tests never need it) ----------
+
+@pytest.fixture(scope="session")
+def empty_store_db(tmp_path_factory) -> Path:
+    """An empty, migrated MLflow database: creating one takes seconds, copying it none."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    with contextlib.chdir(path.parent):  # where the `Default` experiment's ./mlruns goes
+        MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch, empty_store_db) -> Path:
+    """A fresh working directory whose embedded MLflow store nobody else sees."""
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "DVC_ROOT", "DVC_EXP_NAME",
+                "DVC_EXP_BASELINE_REV", "DVC_STAGE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)
+    shutil.copyfile(empty_store_db, tmp_path / "mlflow.db")
+    yield tmp_path
+    import mlflow
+
+    mlflow.end_run()
+    mlflow.set_tracking_uri(None)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+@pytest.fixture(scope="session")
+def tiny_vae_file(tmp_path_factory) -> Path:
+    """A tiny untrained VAE saved once per session; copy it where a test needs a model."""
+    from mlflow_helpers import save_tiny_vae
+
+    path = tmp_path_factory.mktemp("tiny-vae") / "vae.keras"
+    save_tiny_vae(path)
+    return path

@@ -59,9 +59,11 @@ def clone_repo(source: Path, dest: Path) -> Path:
 def pipeline_env(repo: Path, **extra: str) -> dict[str, str]:
     """The environment for running stages of `repo`: its `src` imported, this venv's python.
 
-    MNIST_VAE_SOURCE is not inherited; pass it in `extra` when a stage should use it.
+    MNIST_VAE_SOURCE and MLFLOW_* are not inherited (runs go to the copy's own store); pass
+    them in `extra` when a stage should use them.
     """
-    env = {k: v for k, v in os.environ.items() if k != "MNIST_VAE_SOURCE"}
+    env = {k: v for k, v in os.environ.items()
+           if k != "MNIST_VAE_SOURCE" and not k.startswith("MLFLOW_")}
     env.update(_GIT_IDENTITY)
     env["PYTHONPATH"] = str(repo / "src")
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
