@@ -6,7 +6,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mnist_vae.config import ConfigError, Params, load_params, parse_params, to_flat_dict
+from mnist_vae.config import (
+    ConfigError,
+    Params,
+    load_overlay,
+    load_params,
+    merge_overlay,
+    overlay_to_set_args,
+    parse_params,
+    to_flat_dict,
+)
 
 
 def _repo_params(repo_root: Path) -> dict:
@@ -22,10 +31,54 @@ def test_repo_params_parse(repo_root):
 
 def test_every_config_in_configs_dir_parses(repo_root):
     base = _repo_params(repo_root)
-    for path in sorted((repo_root / "configs").glob("*.yaml")):
-        overrides = yaml.safe_load(path.read_text()) or {}
-        merged = {k: {**base.get(k, {}), **v} for k, v in overrides.items()}
-        parse_params({**base, **merged})
+    configs = sorted((repo_root / "configs").glob("*.yaml"))
+    assert configs, "configs/ should hold at least the article's config"
+    for path in configs:
+        parse_params(merge_overlay(base, load_overlay(path)))
+
+
+def test_merge_overlay_is_deep_and_replaces_lists():
+    base = {"model": {"latent_dim": 32, "encoder": {"filters": [32, 64], "activation": "silu"}},
+            "train": {"epochs": 20}}
+    merged = merge_overlay(base, {"model": {"encoder": {"filters": [8]}}})
+    assert merged == {"model": {"latent_dim": 32,
+                                "encoder": {"filters": [8], "activation": "silu"}},
+                      "train": {"epochs": 20}}
+    assert base["model"]["encoder"]["filters"] == [32, 64]  # the base is not modified
+
+
+def test_overlay_to_set_args_flattens_to_hydra_overrides():
+    args = overlay_to_set_args({
+        "model": {"latent_dim": 8, "encoder": {"filters": [64, 64], "dropout": []}},
+        "train": {"learning_rate": 0.0005, "deterministic": False},
+        "data": {"binarize": "none"},
+    })
+    assert args == ["-S", "model.latent_dim=8", "-S", "model.encoder.filters=[64,64]",
+                    "-S", "model.encoder.dropout=[]", "-S", "train.learning_rate=0.0005",
+                    "-S", "train.deterministic=false", "-S", "data.binarize='none'"]
+
+
+def test_overlay_args_survive_dvcs_own_override_parser(tmp_path, repo_root):
+    from dvc.utils.hydra import apply_overrides
+
+    params = tmp_path / "params.yaml"
+    params.write_text((repo_root / "params.yaml").read_text())
+    overlay = {"data": {"val_size": 7, "binarize": "dynamic"},
+               "download": {"mirrors": ["http://127.0.0.1:1/it's/"], "read_timeout_s": 5e-05}}
+    apply_overrides(params, overlay_to_set_args(overlay)[1::2])
+    loaded = load_params(params)
+    assert loaded.data.val_size == 7 and loaded.data.binarize == "dynamic"
+    assert loaded.download.mirrors == ("http://127.0.0.1:1/it's/",)
+    assert loaded.download.read_timeout_s == 5e-05  # written back as `5e-05`: a YAML 1.2 float
+
+
+def test_load_overlay_rejects_non_mappings(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("- train\n")
+    with pytest.raises(ConfigError, match="must be a mapping of sections"):
+        load_overlay(path)
+    with pytest.raises(ConfigError, match="no such config"):
+        load_overlay(tmp_path / "missing.yaml")
 
 
 def test_config_is_frozen(repo_root):
@@ -76,3 +129,9 @@ def test_flat_dict_uses_dotted_keys():
     flat = to_flat_dict(Params())
     assert flat["download.read_timeout_s"] == 10.0
     assert flat["paths.model"] == "models/vae.keras"
+
+
+def test_params_yaml_matches_the_dataclass_defaults(repo_root):
+    params = load_params(repo_root / "params.yaml")
+    assert params.model == Params().model
+    assert params.train == Params().train

@@ -8,6 +8,7 @@ wrong types and out-of-range values fail with a message naming the key path.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,6 +18,25 @@ from typing import Any, Literal
 import yaml
 
 PARAMS_FILE = "params.yaml"
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads YAML 1.2 floats such as `5e-05`.
+
+    PyYAML follows YAML 1.1, where a float needs a dot, so `5e-05` (how `dvc exp run -S`
+    writes 0.00005 back) would load as a string.
+    """
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                   |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                   |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                   |[-+]?\.(?:inf|Inf|INF)
+                   |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
 
 
 class ConfigError(ValueError):
@@ -106,29 +126,143 @@ class DataConfig:
     binarize: Literal["none", "static", "dynamic"] = "none"
 
 
+Activation = Literal["relu", "leaky_relu", "silu", "gelu", "elu", "tanh"]
+
+
+def _check_lengths(section: str, lengths: dict[str, int]) -> None:
+    """Per-layer lists must line up; raise a message naming the keys."""
+    if len(set(lengths.values())) > 1:
+        listed = ", ".join(f"{section}.{k} has {n}" for k, n in lengths.items())
+        raise ConfigError(f"{section}: per-layer lists must have the same length ({listed})")
+
+
+def _check_dropout(section: str, dropout: tuple[float, ...], n_layers: int) -> None:
+    """Dropout is either off (empty) or one rate in [0, 1) per conv layer."""
+    if dropout and len(dropout) != n_layers:
+        raise ConfigError(
+            f"{section}.dropout: give one rate per conv layer ({n_layers}) or [] for none, "
+            f"got {len(dropout)}"
+        )
+    if any(not 0 <= r < 1 for r in dropout):
+        raise ConfigError(f"{section}.dropout: rates must be in [0, 1), got {list(dropout)}")
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Conv2D stack ('same' padding) -> flatten -> optional dense layers -> mean, log-variance."""
+
+    filters: tuple[int, ...] = checked((32, 64), all_positive)
+    kernel_sizes: tuple[int, ...] = checked((3, 3), all_positive)
+    strides: tuple[int, ...] = checked((2, 2), all_positive)
+    dropout: tuple[float, ...] = ()  # one rate per conv layer, or [] for none
+    dense_units: tuple[int, ...] = checked((), all_positive)
+    activation: Activation = "silu"
+
+    def __post_init__(self) -> None:
+        _check_lengths("model.encoder", {"filters": len(self.filters),
+                                         "kernel_sizes": len(self.kernel_sizes),
+                                         "strides": len(self.strides)})
+        _check_dropout("model.encoder", self.dropout, len(self.filters))
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """Dense layers -> reshape -> Conv2DTranspose stack -> logits head.
+
+    The last dense layer has prod(reshape) units. `head: conv` ends in a 1-filter Conv2D (the
+    stack must reach 28x28); `head: dense` flattens into Dense(784) and reshapes (the article).
+    """
+
+    dense_units: tuple[int, ...] = checked((), all_positive)
+    dense_activation: Activation = "silu"
+    reshape: tuple[int, ...] = checked((7, 7, 64), all_positive)
+    filters: tuple[int, ...] = checked((64, 32), all_positive)
+    kernel_sizes: tuple[int, ...] = checked((3, 3), all_positive)
+    strides: tuple[int, ...] = checked((2, 2), all_positive)
+    dropout: tuple[float, ...] = ()  # one rate per Conv2DTranspose layer, or [] for none
+    conv_activation: Activation = "silu"
+    head: Literal["conv", "dense"] = "conv"
+    head_kernel_size: int = checked(3, positive)
+
+    def __post_init__(self) -> None:
+        if len(self.reshape) != 3:
+            raise ConfigError(f"model.decoder.reshape: must be [height, width, channels], "
+                              f"got {list(self.reshape)}")
+        _check_lengths("model.decoder", {"filters": len(self.filters),
+                                         "kernel_sizes": len(self.kernel_sizes),
+                                         "strides": len(self.strides)})
+        _check_dropout("model.decoder", self.dropout, len(self.filters))
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """The VAE's architecture and likelihood."""
+
+    latent_dim: int = checked(32, positive)
+    likelihood: Literal["bernoulli", "gaussian"] = "bernoulli"
+    leaky_relu_slope: float = checked(0.3, non_negative)  # used where activation is leaky_relu
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation of the VAE."""
 
+    seed: int = 0
+    deterministic: bool = True  # op determinism; false is faster (see README)
+    jit_compile: bool = True
+    batch_size: int = checked(128, positive)
+    epochs: int = checked(20, positive)  # the budget; early stopping may end sooner
+    learning_rate: float = checked(1e-3, positive)
+    lr_schedule: Literal["constant", "cosine"] = "cosine"  # cosine decays to 0 at the budget
+    beta: float = checked(1.0, non_negative)  # weight of the KL term
+    kl_warmup_epochs: int = checked(0, non_negative)  # KL weight rises linearly 0 -> beta
+    patience: int = checked(5, positive)  # epochs without a better val loss before stopping
+    progress_samples: int = checked(16, positive)  # fixed latents decoded after each epoch
+
 
 @dataclass(frozen=True)
 class ClassifierConfig:
     """The digit classifier that measures sample quality."""
+
+    epochs: int = checked(4, positive)
+    batch_size: int = checked(128, positive)
+    learning_rate: float = checked(1e-3, positive)
+    features: int = checked(128, positive)  # width of the penultimate layer (Frechet features)
+    dropout: float = checked(0.25, fraction)
+    seed: int = 0
 
 
 @dataclass(frozen=True)
 class EvaluateConfig:
     """Test-set likelihood and sample-quality metrics."""
 
+    seed: int = 0
+    batch_size: int = checked(500, positive)  # images per forward pass
+    iwae_samples: int = checked(100, positive)  # k importance samples per image
+    iwae_images: int = checked(2000, non_negative)  # seeded test subset; 0 = every test image
+    iwae_max_batch: int = checked(5000, positive)  # images x samples decoded at once (memory)
+    active_threshold: float = checked(0.01, positive)  # Burda et al.'s covariance criterion
+    prior_samples: int = checked(10000, positive)  # N samples from the prior for sample quality
+    confidence: float = checked(0.9, probability)  # "recognisable" = top class prob >= this
+
 
 @dataclass(frozen=True)
 class RenderConfig:
     """The PNG grids people look at."""
+
+    seed: int = 0
+    scale: int = checked(2, positive)  # each MNIST pixel becomes scale x scale screen pixels
+    gutter: int = checked(2, non_negative)  # pixels between tiles
+    samples_grid: int = checked(10, positive)  # samples.png is grid x grid
+    reconstruction_rows: int = checked(10, positive)  # one row per digit class (cycling)
+    reconstruction_pairs: int = checked(5, positive)  # original|reconstruction pairs per row
+    interpolation_rows: int = checked(8, positive)
+    interpolation_steps: int = checked(10, positive)  # tiles per walk, endpoints included
+    manifold_size: int = checked(15, positive)  # manifold.png is size x size
+    manifold_quantile: float = checked(0.95, fraction)  # walk covers the central quantiles
+    progress_rows: int = checked(10, positive)  # at most this many epochs (evenly subsampled)
 
 
 @dataclass(frozen=True)
@@ -261,18 +395,73 @@ def parse_params(data: Any) -> Params:
                      for name, cls in SECTIONS.items()})
 
 
-def load_params(path: str | Path = PARAMS_FILE) -> Params:
-    """Read and validate `params.yaml`; the only place YAML is read."""
+def read_params_mapping(path: str | Path = PARAMS_FILE) -> Any:
+    """The raw mapping in `params.yaml`, unvalidated; the only place YAML is read."""
     path = Path(path)
     try:
         text = path.read_text()
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file; run from the repository root") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from err
-    return parse_params(data)
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
+    """Read and validate `params.yaml`."""
+    return parse_params(read_params_mapping(path))
+
+
+def load_overlay(path: str | Path) -> dict[str, Any]:
+    """Read a partial params file (configs/*.yaml): the same schema, only the keys that differ."""
+    path = Path(path)
+    try:
+        data = yaml.load(path.read_text(), Loader=_Loader) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config; see configs/ for the ones that exist") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: must be a mapping of sections, got {data!r}")
+    return data
+
+
+def merge_overlay(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge `overlay` over `base`: mappings merge key by key, everything else replaces."""
+    merged = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merged[key] = merge_overlay(base[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _override_value(value: Any) -> str:
+    """A value in the Hydra override grammar `dvc exp run -S` parses; strings always quoted."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_override_value(v) for v in value) + "]"
+    raise ConfigError(f"cannot express {value!r} as a `dvc exp run -S` value")
+
+
+def overlay_to_set_args(overlay: dict[str, Any], prefix: str = "") -> list[str]:
+    """Flatten an overlay into `dvc exp run` arguments: ['-S', 'train.epochs=35', ...]."""
+    args: list[str] = []
+    for key, value in overlay.items():
+        if isinstance(value, dict):
+            args += overlay_to_set_args(value, f"{prefix}{key}.")
+        else:
+            args += ["-S", f"{prefix}{key}={_override_value(value)}"]
+    return args
 
 
 def to_flat_dict(obj: Any, prefix: str = "") -> dict[str, Any]:

@@ -1,0 +1,349 @@
+"""What the VAE learned, in numbers: test-set likelihood bounds and measured sample quality.
+
+Every likelihood is in nats per image (summed over pixels). Each "view" scores the test set
+one way: `bernoulli` (grey pixels as Bernoulli targets, the convention that makes any two
+models comparable) always, plus the likelihood and data the model was trained with when that
+differs (`gaussian`, `bernoulli_binarized`, ...). The functions take any object with the VAE's
+`encode(x) -> (mean, log_var)` and `decode_logits(z) -> logits` methods, so hand-made models with
+known distributions can check the arithmetic.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from scipy import linalg, special
+
+from mnist_vae import losses
+from mnist_vae.classifier import Predictions
+from mnist_vae.classifier import predict as classifier_predict
+from mnist_vae.config import EvaluateConfig
+
+LOG_2PI = math.log(2.0 * math.pi)
+NUM_CLASSES = 10
+
+NllFn = Callable[[Any, Any], Any]  # (targets, logits) -> per-image negative log-likelihood
+
+
+@dataclass(frozen=True)
+class View:
+    """One way of scoring the test set: what the encoder sees and the likelihood of it."""
+
+    name: str
+    images: np.ndarray
+    nll: NllFn
+
+
+def _np(t: Any) -> np.ndarray:
+    return t.numpy() if hasattr(t, "numpy") else np.asarray(t)
+
+
+def _batches(n: int, size: int):
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+def bits_per_dim(nats: float, dims: int) -> float:
+    """Nats per image -> bits per pixel: nats / (dims ln 2)."""
+    return float(nats) / (dims * math.log(2.0))
+
+
+def log_standard_normal(z: np.ndarray) -> np.ndarray:
+    """log N(z; 0, I) summed over the last axis."""
+    return -0.5 * np.sum(z**2 + LOG_2PI, axis=-1)
+
+
+def log_diag_normal_from_eps(eps: np.ndarray, log_var: np.ndarray) -> np.ndarray:
+    """log N(mean + sigma*eps; mean, sigma^2) summed over the last axis (exact, no division)."""
+    return -0.5 * np.sum(eps**2 + log_var + LOG_2PI, axis=-1)
+
+
+def encode(model: Any, x: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Encoder means and log-variances of many images, batch by batch, as float64."""
+    means, log_vars = [], []
+    for s in _batches(len(x), batch_size):
+        mean, log_var = model.encode(x[s])
+        means.append(_np(mean))
+        log_vars.append(_np(log_var))
+    return np.concatenate(means).astype(np.float64), np.concatenate(log_vars).astype(np.float64)
+
+
+def decode_means(model: Any, z: np.ndarray, batch_size: int) -> np.ndarray:
+    """Decoder means sigmoid(logits) for many latent vectors, as float32 [N, 28, 28, 1]."""
+    out = [_np(tf.sigmoid(model.decode_logits(z[s].astype(np.float32))))
+           for s in _batches(len(z), batch_size)]
+    return np.concatenate(out).astype(np.float32)
+
+
+def elbo_terms(
+    model: Any, view: View, batch_size: int, seed: int, grey: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """Per-image reconstruction NLL (one seeded z ~ q(z|x)), analytic KL and -ELBO.
+
+    With `grey`, also the summed squared error between those grey images and the decoder
+    means at the same z: the article's quantity.
+    """
+    rng = np.random.default_rng(seed)
+    rec, kl, sse = [], [], []
+    for s in _batches(len(view.images), batch_size):
+        x = view.images[s]
+        mean, log_var = (_np(t).astype(np.float64) for t in model.encode(x))
+        z = mean + np.exp(0.5 * log_var) * rng.standard_normal(mean.shape)
+        logits = model.decode_logits(z.astype(np.float32))
+        rec.append(_np(view.nll(x, logits)).astype(np.float64))
+        kl.append(_np(losses.kl_to_standard_normal(mean, log_var)).astype(np.float64))
+        if grey is not None:
+            err = grey[s].astype(np.float64) - _np(tf.sigmoid(logits)).astype(np.float64)
+            sse.append(np.sum(err.reshape(len(err), -1) ** 2, axis=1))
+    terms = {"rec_nll": np.concatenate(rec), "kl": np.concatenate(kl)}
+    terms["neg_elbo"] = terms["rec_nll"] + terms["kl"]
+    if grey is not None:
+        terms["sse"] = np.concatenate(sse)
+    return terms
+
+
+def iwae_plan(k: int, max_batch: int) -> tuple[int, int]:
+    """(images, samples) per decoder call so that images x samples <= max_batch."""
+    images = max(1, max_batch // k)
+    samples = min(k, max(1, max_batch // images))
+    return images, samples
+
+
+def iwae_nll(model: Any, view: View, k: int, max_batch: int, seed: int) -> np.ndarray:
+    """Per-image -log p(x) estimated with k importance samples from q(z|x) (Burda et al.).
+
+    -log mean_i exp(log p(x|z_i) + log p(z_i) - log q(z_i|x)), by logsumexp. With k = 1 it is
+    a one-sample -ELBO; it can only decrease (in expectation) as k grows.
+    """
+    rng = np.random.default_rng(seed)
+    n_images, n_samples = iwae_plan(k, max_batch)
+    out = []
+    for s in _batches(len(view.images), n_images):
+        x = view.images[s]
+        b = len(x)
+        mean, log_var = (_np(t).astype(np.float64) for t in model.encode(x))
+        log_w = np.empty((k, b))
+        for c in _batches(k, n_samples):
+            m = c.stop - c.start
+            eps = rng.standard_normal((m, b, mean.shape[-1]))
+            z = mean + np.exp(0.5 * log_var) * eps
+            logits = model.decode_logits(z.reshape(m * b, -1).astype(np.float32))
+            targets = np.tile(x, (m,) + (1,) * (x.ndim - 1))
+            log_px_z = -_np(view.nll(targets, logits)).astype(np.float64).reshape(m, b)
+            log_w[c] = log_px_z + log_standard_normal(z) - log_diag_normal_from_eps(eps, log_var)
+        out.append(-(special.logsumexp(log_w, axis=0) - math.log(k)))
+    return np.concatenate(out)
+
+
+def active_units(means: np.ndarray, threshold: float) -> tuple[int, np.ndarray]:
+    """Units whose encoder mean varies across images: Cov_x(E_q[z_u]) > threshold (Burda)."""
+    activity = np.var(means, axis=0)
+    return int(np.sum(activity > threshold)), activity
+
+
+def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray,
+                     cov2: np.ndarray) -> float:
+    """||mu1-mu2||^2 + Tr(C1 + C2 - 2 (C1 C2)^(1/2)): the 2-Wasserstein distance^2 of Gaussians."""
+    diff = mu1 - mu2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)  # singular: handled below
+        covmean = linalg.sqrtm(cov1 @ cov2)
+        if not np.all(np.isfinite(covmean)):  # rank-deficient product: regularise, retry
+            eps = 1e-6 * np.eye(len(cov1))
+            covmean = linalg.sqrtm((cov1 + eps) @ (cov2 + eps))
+    if np.iscomplexobj(covmean):
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            raise ValueError(
+                f"Frechet distance: sqrtm has imaginary part {np.max(np.abs(covmean.imag)):.3g}"
+            )
+        covmean = covmean.real
+    value = diff @ diff + np.trace(cov1) + np.trace(cov2) - 2.0 * np.trace(covmean)
+    return float(max(value, 0.0))
+
+
+def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and (unbiased) covariance of feature rows."""
+    features = np.asarray(features, np.float64)
+    return features.mean(axis=0), np.cov(features, rowvar=False)
+
+
+def frechet_between(a: np.ndarray, b: np.ndarray) -> float:
+    """Frechet distance between Gaussians fitted to two sets of feature rows."""
+    return frechet_distance(*feature_stats(a), *feature_stats(b))
+
+
+def class_entropy(probs: np.ndarray) -> tuple[float, np.ndarray]:
+    """Entropy of the predicted-class histogram / ln 10 (1 = every digit equally often)."""
+    counts = np.bincount(np.argmax(probs, axis=1), minlength=NUM_CLASSES)
+    p = counts / counts.sum()
+    nz = p[p > 0]
+    return float(-np.sum(nz * np.log(nz)) / math.log(NUM_CLASSES)), p
+
+
+def recognisable(probs: np.ndarray, confidence: float) -> float:
+    """Fraction of images whose top class has probability >= confidence."""
+    return float(np.mean(np.max(probs, axis=1) >= confidence))
+
+
+def prior_samples(model: Any, n: int, seed: int, batch_size: int) -> np.ndarray:
+    """Decoder means of n seeded draws z ~ N(0, I)."""
+    z = np.random.default_rng(seed).standard_normal((n, model.latent_dim))
+    return decode_means(model, z, batch_size)
+
+
+def sample_quality(
+    samples: Predictions, test: Predictions, confidence: float, seed: int
+) -> dict[str, Any]:
+    """Classifier-judged quality of samples, with the test set's own numbers as reference."""
+    entropy, fractions = class_entropy(samples.probs)
+    halves = np.random.default_rng(seed).permutation(len(test.features))
+    half = len(halves) // 2
+    return {
+        "recognisable": recognisable(samples.probs, confidence),
+        "class_entropy": entropy,
+        "frechet": frechet_between(samples.features, test.features),
+        "frechet_floor": frechet_between(test.features[halves[:half]],
+                                         test.features[halves[half:]]),
+        "test_recognisable": recognisable(test.probs, confidence),
+        "test_class_entropy": class_entropy(test.probs)[0],
+        "class_fraction": {str(d): float(f) for d, f in enumerate(fractions)},
+    }
+
+
+def _summary(terms: dict[str, np.ndarray], iwae: np.ndarray, dims: int) -> dict[str, float]:
+    neg_elbo = float(np.mean(terms["neg_elbo"]))
+    iwae_mean = float(np.mean(iwae))
+    return {
+        "rec_nll": float(np.mean(terms["rec_nll"])),
+        "kl": float(np.mean(terms["kl"])),
+        "neg_elbo": neg_elbo,
+        "bits_per_dim": bits_per_dim(neg_elbo, dims),
+        "iwae_nll": iwae_mean,
+        "iwae_bits_per_dim": bits_per_dim(iwae_mean, dims),
+    }
+
+
+def _per_class(neg_elbo: np.ndarray, labels: np.ndarray) -> dict[str, float | None]:
+    return {str(d): (float(np.mean(neg_elbo[labels == d])) if np.any(labels == d) else None)
+            for d in range(NUM_CLASSES)}
+
+
+def iwae_subset(n: int, size: int, seed: int) -> np.ndarray:
+    """A seeded random subset of the test set (its two halves differ in difficulty)."""
+    if size == 0 or size >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).permutation(n)[:size])
+
+
+def evaluate_likelihood(
+    model: Any, views: list[View], grey: np.ndarray, labels: np.ndarray, cfg: EvaluateConfig
+) -> tuple[dict, dict, dict]:
+    """(test, per_class, seconds): every view's ELBO and IWAE numbers, SSE, active units."""
+    dims = int(np.prod(grey.shape[1:]))
+    test: dict[str, Any] = {}
+    per_class: dict[str, Any] = {}
+    seconds = {"elbo": 0.0, "iwae": 0.0}
+    subset = iwae_subset(len(grey), cfg.iwae_images, cfg.seed)
+    for view in views:
+        start = time.perf_counter()
+        terms = elbo_terms(model, view, cfg.batch_size, cfg.seed,
+                           grey=grey if view is views[0] else None)
+        seconds["elbo"] += time.perf_counter() - start
+        start = time.perf_counter()
+        sub = View(view.name, view.images[subset], view.nll)
+        iwae = iwae_nll(model, sub, cfg.iwae_samples, cfg.iwae_max_batch, cfg.seed + 1)
+        seconds["iwae"] += time.perf_counter() - start
+        test[view.name] = _summary(terms, iwae, dims)
+        test[view.name]["neg_elbo_iwae_subset"] = float(np.mean(terms["neg_elbo"][subset]))
+        per_class[view.name] = _per_class(terms["neg_elbo"], labels)
+        if "sse" in terms:
+            test["sse"] = float(np.mean(terms["sse"]))
+    start = time.perf_counter()
+    means, _ = encode(model, views[-1].images, cfg.batch_size)
+    test["active_units"], _ = active_units(means, cfg.active_threshold)
+    test["latent_dim"] = int(means.shape[1])
+    seconds["active_units"] = time.perf_counter() - start
+    return test, per_class, seconds
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write JSON atomically (temp file + rename): readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+
+# --- the whole evaluation ----------------------------------------------------------------
+
+
+def gaussian_nll_constant(dims: int) -> float:
+    """What turns the article's summed squared error into the gaussian NLL (losses.gaussian_nll,
+    variance 1/2): dims * ln(2 pi sigma^2) / 2 = 392 ln(pi) = 448.7 nats for 784 pixels."""
+    return 0.5 * dims * math.log(2.0 * math.pi * losses.GAUSSIAN_VARIANCE)
+
+
+def likelihood_nll(likelihood: str) -> NllFn:
+    """The per-image NLL the model was trained with, as a normalised density."""
+    if likelihood not in losses.LIKELIHOODS:
+        raise ValueError(f"unknown likelihood {likelihood!r}; expected one of {losses.LIKELIHOODS}")
+    return lambda x, logits: losses.reconstruction_nll(x, logits, likelihood)
+
+
+def build_views(likelihood: str, grey: np.ndarray, binarized: np.ndarray | None) -> list[View]:
+    """`bernoulli` on grey pixels first (comparable across models), then, when different, the
+    likelihood and data the model was trained with (last: active units are measured on it)."""
+    views = [View("bernoulli", grey, losses.bernoulli_nll)]
+    name = likelihood + ("_binarized" if binarized is not None else "")
+    if name != "bernoulli":
+        trained = binarized if binarized is not None else grey
+        views.append(View(name, trained, likelihood_nll(likelihood)))
+    return views
+
+
+def evaluate(
+    model: Any,
+    classifier: Any,
+    grey: np.ndarray,
+    labels: np.ndarray,
+    binarized: np.ndarray | None,
+    cfg: EvaluateConfig,
+) -> dict[str, Any]:
+    """Every number of metrics/eval.json: likelihood bounds, per class, sample quality, meta."""
+    start = time.perf_counter()
+    views = build_views(model.likelihood, grey, binarized)
+    test, per_class, seconds = evaluate_likelihood(model, views, grey, labels, cfg)
+    t = time.perf_counter()
+    samples = prior_samples(model, cfg.prior_samples, cfg.seed, cfg.batch_size)
+    quality = sample_quality(
+        classifier_predict(classifier, samples), classifier_predict(classifier, grey),
+        cfg.confidence, cfg.seed,
+    )
+    seconds["samples"] = time.perf_counter() - t
+    seconds["total"] = time.perf_counter() - start
+    meta = {
+        "likelihood": model.likelihood,
+        "trained_view": views[-1].name,
+        "test_images": int(len(grey)),
+        "iwae_samples": cfg.iwae_samples,
+        "iwae_images": int(len(iwae_subset(len(grey), cfg.iwae_images, cfg.seed))),
+        "prior_samples": cfg.prior_samples,
+        "gaussian_nll_constant": gaussian_nll_constant(int(np.prod(grey.shape[1:]))),
+        "seconds": {k: round(v, 2) for k, v in seconds.items()},
+    }
+    return {"test": test, "per_class": per_class, "samples": quality, "meta": meta}

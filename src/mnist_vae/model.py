@@ -1,0 +1,229 @@
+"""The VAE: small config-driven encoder/decoder builders and a serialisable keras.Model.
+
+`build_vae(params.model)` makes one; `load_vae(path)` loads a saved `.keras` file in any
+process that can import this package. Every decoder ends in logits: `decode` is their sigmoid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers, ops
+
+from mnist_vae.config import DecoderConfig, EncoderConfig, ModelConfig, parse_section
+from mnist_vae.losses import kl_to_standard_normal, reconstruction_nll
+
+IMAGE_SHAPE = (28, 28, 1)
+_CHUNK = 1000  # images per forward pass in the public API, to bound memory
+
+
+def _activation(name: str, slope: float, layer_name: str) -> layers.Layer:
+    if name == "leaky_relu":
+        return layers.LeakyReLU(negative_slope=slope, name=layer_name)
+    return layers.Activation(name, name=layer_name)
+
+
+def build_encoder(cfg: EncoderConfig, latent_dim: int, slope: float) -> keras.Model:
+    """Image -> (mean, log_var) of q(z | x)."""
+    x = inputs = keras.Input(IMAGE_SHAPE, name="image")
+    convs = zip(cfg.filters, cfg.kernel_sizes, cfg.strides, strict=True)
+    for i, (filters, kernel, stride) in enumerate(convs, 1):
+        x = layers.Conv2D(filters, kernel, strides=stride, padding="same", name=f"conv_{i}")(x)
+        x = _activation(cfg.activation, slope, f"conv_{i}_act")(x)
+        if cfg.dropout and cfg.dropout[i - 1] > 0:
+            x = layers.Dropout(cfg.dropout[i - 1], name=f"conv_{i}_dropout")(x)
+    x = layers.Flatten(name="flatten")(x)
+    for i, units in enumerate(cfg.dense_units, 1):
+        x = layers.Dense(units, name=f"dense_{i}")(x)
+        x = _activation(cfg.activation, slope, f"dense_{i}_act")(x)
+    mean = layers.Dense(latent_dim, name="mean")(x)
+    log_var = layers.Dense(latent_dim, name="log_var")(x)
+    return keras.Model(inputs, [mean, log_var], name="encoder")
+
+
+def build_decoder(cfg: DecoderConfig, latent_dim: int, slope: float) -> keras.Model:
+    """z -> pixel logits [28, 28, 1]."""
+    x = inputs = keras.Input((latent_dim,), name="z")
+    for i, units in enumerate((*cfg.dense_units, math.prod(cfg.reshape)), 1):
+        x = layers.Dense(units, name=f"dense_{i}")(x)
+        x = _activation(cfg.dense_activation, slope, f"dense_{i}_act")(x)
+    x = layers.Reshape(cfg.reshape, name="reshape")(x)
+    convs = zip(cfg.filters, cfg.kernel_sizes, cfg.strides, strict=True)
+    for i, (filters, kernel, stride) in enumerate(convs, 1):
+        x = layers.Conv2DTranspose(filters, kernel, strides=stride, padding="same",
+                                   name=f"deconv_{i}")(x)
+        x = _activation(cfg.conv_activation, slope, f"deconv_{i}_act")(x)
+        if cfg.dropout and cfg.dropout[i - 1] > 0:
+            x = layers.Dropout(cfg.dropout[i - 1], name=f"deconv_{i}_dropout")(x)
+    if cfg.head == "dense":
+        x = layers.Flatten(name="flatten")(x)
+        x = layers.Dense(math.prod(IMAGE_SHAPE), name="logits")(x)
+        x = layers.Reshape(IMAGE_SHAPE, name="image_logits")(x)
+    else:
+        if tuple(x.shape[1:3]) != IMAGE_SHAPE[:2]:
+            raise ValueError(
+                f"model.decoder: the Conv2DTranspose stack ends at {tuple(x.shape[1:3])}, but "
+                f"head 'conv' needs {IMAGE_SHAPE[:2]}; change reshape/strides or use head 'dense'"
+            )
+        x = layers.Conv2D(1, cfg.head_kernel_size, padding="same", name="logits")(x)
+    return keras.Model(inputs, x, name="decoder")
+
+
+@keras.saving.register_keras_serializable(package="mnist_vae")
+class Sampling(layers.Layer):
+    """The reparameterisation z = mean + exp(log_var / 2) * eps, eps ~ N(0, I)."""
+
+    def __init__(self, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, mean, log_var):
+        eps = keras.random.normal(ops.shape(mean), dtype=mean.dtype, seed=self.seed_generator)
+        return mean + ops.exp(0.5 * log_var) * eps
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="mnist_vae")
+class VAE(keras.Model):
+    """A VAE whose architecture is one `ModelConfig`; it owns its loss in train/test_step.
+
+    Metrics (per image, nats): `reconstruction`, `kl`, and `loss` = reconstruction + beta * kl
+    (the negative ELBO at full KL weight, also during warm-up, so epochs stay comparable).
+    """
+
+    def __init__(self, model_config: ModelConfig | dict | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(model_config, ModelConfig):
+            model_config = parse_section(ModelConfig, model_config, "model")
+        self.model_config = model_config
+        self.latent_dim = model_config.latent_dim
+        self.likelihood = model_config.likelihood
+        slope = model_config.leaky_relu_slope
+        self.encoder = build_encoder(model_config.encoder, self.latent_dim, slope)
+        self.decoder = build_decoder(model_config.decoder, self.latent_dim, slope)
+        self.sampling = Sampling(name="sampling")
+        self.beta = 1.0
+        self.kl_warmup_steps = 0
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
+        self.kl_tracker = keras.metrics.Mean(name="kl")
+        self.built = True  # the sub-models are built above
+
+    # --- the public API -----------------------------------------------------------------
+
+    def call(self, x, training=False):
+        """x -> (logits of a reconstruction through a sampled z, mean, log_var)."""
+        mean, log_var = self.encoder(x, training=training)
+        z = self.sampling(mean, log_var)
+        return self.decoder(z, training=training), mean, log_var
+
+    def encode(self, x):
+        """Images [N, 28, 28, 1] -> (mean, log_var) of q(z | x), each [N, latent_dim]."""
+        parts = [self.encoder(chunk, training=False) for chunk in _chunks(x)]
+        return ops.concatenate([m for m, _ in parts]), ops.concatenate([v for _, v in parts])
+
+    def decode_logits(self, z):
+        """Latents [N, latent_dim] -> pixel logits [N, 28, 28, 1]."""
+        return ops.concatenate([self.decoder(c, training=False) for c in _chunks(z)])
+
+    def decode(self, z):
+        """Latents -> pixel probabilities (Bernoulli) or means (Gaussian) in [0, 1]."""
+        return ops.sigmoid(self.decode_logits(z))
+
+    def sample(self, n: int, seed: int):
+        """n images decoded from z ~ N(0, I); the same seed gives the same images."""
+        z = keras.random.normal((n, self.latent_dim), seed=seed)
+        return self.decode(z)
+
+    def reconstruct(self, x):
+        """Images -> decode(mean of q(z | x)): the deterministic reconstruction."""
+        mean, _ = self.encode(x)
+        return self.decode(mean)
+
+    # --- training -------------------------------------------------------------------------
+
+    def compile(self, optimizer="adam", *, beta: float = 1.0, kl_warmup_steps: int = 0,
+                **kwargs):
+        """Keras compile, plus the KL weight beta and its linear warm-up length in steps."""
+        super().compile(optimizer=optimizer, **kwargs)
+        self.beta = float(beta)
+        self.kl_warmup_steps = int(kl_warmup_steps)
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.reconstruction_tracker, self.kl_tracker]
+
+    def kl_weight(self):
+        """beta, ramped linearly over the first kl_warmup_steps optimizer steps."""
+        if self.kl_warmup_steps <= 0:
+            return ops.convert_to_tensor(self.beta)
+        step = ops.cast(self.optimizer.iterations, "float32") + 1.0
+        return self.beta * ops.minimum(1.0, step / self.kl_warmup_steps)
+
+    def _loss_terms(self, x, training):
+        logits, mean, log_var = self(x, training=training)
+        reconstruction = ops.mean(reconstruction_nll(x, logits, self.likelihood))
+        return reconstruction, ops.mean(kl_to_standard_normal(mean, log_var))
+
+    def _track(self, reconstruction, kl):
+        self.loss_tracker.update_state(reconstruction + self.beta * kl)
+        self.reconstruction_tracker.update_state(reconstruction)
+        self.kl_tracker.update_state(kl)
+        return {m.name: m.result() for m in self.metrics}
+
+    def train_step(self, data):
+        with tf.GradientTape() as tape:
+            reconstruction, kl = self._loss_terms(data, training=True)
+            objective = reconstruction + self.kl_weight() * kl
+        grads = tape.gradient(objective, self.trainable_weights)
+        self.optimizer.apply(grads, self.trainable_weights)
+        return self._track(reconstruction, kl)
+
+    def test_step(self, data):
+        return self._track(*self._loss_terms(data, training=False))
+
+    # --- serialisation --------------------------------------------------------------------
+
+    def get_config(self):
+        return {"name": self.name, "trainable": self.trainable,
+                "model_config": dataclasses.asdict(self.model_config)}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def _chunks(x):
+    """Split a batch into pieces of at most _CHUNK rows (float32 tensors)."""
+    x = ops.convert_to_tensor(x, "float32")
+    n = int(x.shape[0])
+    return [x[i:i + _CHUNK] for i in range(0, max(n, 1), _CHUNK)]
+
+
+def build_vae(model_cfg: ModelConfig) -> VAE:
+    """A fresh, built VAE with the architecture `model_cfg` describes."""
+    return VAE(model_cfg, name="vae")
+
+
+def load_vae(path: str | Path) -> VAE:
+    """Load a VAE saved with `model.save(path)`; importing this module registers the classes."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such model; run `dvc repro train` first")
+    model = keras.models.load_model(path, compile=False)
+    if not isinstance(model, VAE):
+        raise TypeError(f"{path}: holds a {type(model).__name__}, not a mnist_vae VAE")
+    return model
+
+
+def count_params(model: keras.Model) -> int:
+    """Number of trainable scalars."""
+    return int(sum(np.prod(v.shape) for v in model.trainable_weights))

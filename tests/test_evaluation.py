@@ -1,0 +1,292 @@
+"""Metric arithmetic on hand-made models whose densities are known in closed form."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from mnist_vae import evaluation as ev
+from mnist_vae.classifier import Predictions, build_classifier
+from mnist_vae.config import ClassifierConfig, EvaluateConfig
+from toy_models import ConstantVAE, LinearGaussianVAE, ToyImageVAE
+
+LN2 = math.log(2.0)
+
+
+def _linear_view(model, x):
+    return ev.View("linear", x, model.nll)
+
+
+# --- bits/dim, KL and NLL of known distributions ------------------------------------------
+
+
+def test_bits_per_dim_converts_nats_per_image():
+    assert ev.bits_per_dim(784 * LN2, 784) == pytest.approx(1.0)
+    assert ev.bits_per_dim(100.0, 784) == pytest.approx(100.0 / (784 * LN2))
+
+
+def test_elbo_terms_match_hand_computed_kl_and_bernoulli_nll():
+    # q = N([1, 2], diag(1, 4)): KL = 0.5 * ((1 + 1 - 1 - 0) + (4 + 4 - 1 - ln 4)) = 4 - ln 2.
+    # Logits 0 give p = 1/2 per pixel: BCE is ln 2 per pixel for any grey target.
+    model = ConstantVAE(mean=[1.0, 2.0], log_var=[0.0, math.log(4.0)], logit=0.0)
+    grey = np.random.default_rng(0).random((7, 28, 28, 1)).astype(np.float32)
+    terms = ev.elbo_terms(model, ev.build_views("bernoulli", grey, None)[0], 3, seed=0,
+                          grey=grey)
+    np.testing.assert_allclose(terms["kl"], 4.0 - LN2, rtol=1e-6)
+    np.testing.assert_allclose(terms["rec_nll"], 784 * LN2, rtol=1e-5)
+    np.testing.assert_allclose(terms["neg_elbo"], 784 * LN2 + 4.0 - LN2, rtol=1e-5)
+    expected_sse = np.sum((grey.reshape(7, -1).astype(np.float64) - 0.5) ** 2, axis=1)
+    np.testing.assert_allclose(terms["sse"], expected_sse, rtol=1e-5)
+
+
+def test_gaussian_view_is_sse_plus_the_stated_constant():
+    # All-black images, decoder mean 1/2: SSE = 784/4 = 196; the Gaussian with variance 1/2
+    # adds 392 ln(pi) nats (stated in metrics as meta.gaussian_nll_constant).
+    model = ConstantVAE(mean=[0.0], log_var=[0.0], logit=0.0, likelihood="gaussian")
+    grey = np.zeros((4, 28, 28, 1), np.float32)
+    views = ev.build_views("gaussian", grey, None)
+    assert [v.name for v in views] == ["bernoulli", "gaussian"]
+    assert ev.gaussian_nll_constant(784) == pytest.approx(392 * math.log(math.pi))
+    gauss = ev.elbo_terms(model, views[1], 4, seed=0)
+    np.testing.assert_allclose(gauss["rec_nll"], 196.0 + 392 * math.log(math.pi), rtol=1e-6)
+    np.testing.assert_allclose(gauss["kl"], 0.0, atol=1e-12)
+
+
+def test_views_follow_the_training_likelihood_and_data():
+    grey = np.zeros((2, 28, 28, 1), np.float32)
+    binary = np.ones_like(grey)
+    assert [v.name for v in ev.build_views("bernoulli", grey, None)] == ["bernoulli"]
+    views = ev.build_views("bernoulli", grey, binary)
+    assert [v.name for v in views] == ["bernoulli", "bernoulli_binarized"]
+    assert views[0].images is grey and views[1].images is binary
+    assert [v.name for v in ev.build_views("gaussian", grey, binary)] == [
+        "bernoulli", "gaussian_binarized"]
+    with pytest.raises(ValueError, match="unknown likelihood 'poisson'"):
+        ev.likelihood_nll("poisson")
+
+
+# --- the importance-weighted bound ---------------------------------------------------------
+
+
+def test_iwae_with_the_exact_posterior_is_the_exact_log_likelihood():
+    # Every importance weight equals p(x) when q is the true posterior, for any k and chunking.
+    model = LinearGaussianVAE()
+    x = model.sample_x(50)
+    truth = model.true_nll(x)
+    for k, max_batch in [(1, 1000), (7, 3), (64, 1000)]:
+        got = ev.iwae_nll(model, _linear_view(model, x), k, max_batch, seed=0)
+        np.testing.assert_allclose(got, truth, rtol=1e-4, atol=1e-4)
+
+
+def test_iwae_bounds_tighten_with_k_and_stay_above_the_true_nll():
+    # A deliberately wrong q: -log p(x) <= -IWAE_500 <= -IWAE_50 <= -IWAE_5 <= -ELBO.
+    model = LinearGaussianVAE(shift=0.7, log_var_offset=1.0)
+    x = model.sample_x(2000)
+    view = _linear_view(model, x)
+    true_nll = model.true_nll(x).mean()
+    exact_neg_elbo = model.exact_neg_elbo(x).mean()
+    neg_elbo = ev.elbo_terms(model, view, 500, seed=0)["neg_elbo"].mean()
+    iwae = {k: ev.iwae_nll(model, view, k, 50000, seed=1).mean() for k in (1, 5, 50, 500)}
+    assert neg_elbo == pytest.approx(exact_neg_elbo, abs=0.1)
+    assert iwae[1] == pytest.approx(exact_neg_elbo, abs=0.15)  # k = 1 is a one-sample ELBO
+    assert exact_neg_elbo > iwae[5] > iwae[50] > iwae[500] > true_nll
+    assert iwae[500] - true_nll < 0.2 * (exact_neg_elbo - true_nll)
+
+
+def test_elbo_with_exact_posterior_is_unbiased_for_the_nll():
+    model = LinearGaussianVAE()
+    x = model.sample_x(4000)
+    terms = ev.elbo_terms(model, _linear_view(model, x), 500, seed=0)
+    np.testing.assert_allclose(model.exact_neg_elbo(x), model.true_nll(x), rtol=1e-9)
+    assert terms["neg_elbo"].mean() == pytest.approx(model.true_nll(x).mean(), abs=0.05)
+
+
+def test_iwae_plan_bounds_images_times_samples():
+    assert ev.iwae_plan(100, 10000) == (100, 100)
+    assert ev.iwae_plan(5000, 10000) == (2, 5000)
+    assert ev.iwae_plan(7, 3) == (1, 3)
+    assert ev.iwae_plan(20000, 10000) == (1, 10000)
+
+
+def test_iwae_subset_is_seeded_and_sized():
+    a = ev.iwae_subset(1000, 100, seed=3)
+    assert len(a) == 100 and len(set(a)) == 100 and np.all(np.diff(a) > 0)
+    np.testing.assert_array_equal(a, ev.iwae_subset(1000, 100, seed=3))
+    assert not np.array_equal(a, ev.iwae_subset(1000, 100, seed=4))
+    np.testing.assert_array_equal(ev.iwae_subset(50, 0, seed=0), np.arange(50))
+    np.testing.assert_array_equal(ev.iwae_subset(50, 80, seed=0), np.arange(50))
+
+
+# --- active units ---------------------------------------------------------------------------
+
+
+def test_active_units_counts_dimensions_whose_mean_varies_beyond_the_threshold():
+    rng = np.random.default_rng(0)
+    n = 20000
+    means = np.stack([
+        rng.normal(0, 1.0, n),        # active (variance 1)
+        np.full(n, 3.0),              # collapsed to a constant
+        rng.normal(0, 0.05, n),       # variance 0.0025 < 0.01: inactive
+        rng.normal(2, 0.2, n),        # variance 0.04 > 0.01: active
+    ], axis=1)
+    count, activity = ev.active_units(means, 0.01)
+    assert count == 2
+    np.testing.assert_allclose(activity, [1.0, 0.0, 0.0025, 0.04], rtol=0.05, atol=1e-9)
+
+
+def test_active_units_of_a_synthetic_encoder():
+    # ToyImageVAE with 4 latents: two depend on the image, two are constants.
+    model = ToyImageVAE(latent_dim=4)
+    x = np.random.default_rng(0).random((300, 28, 28, 1)).astype(np.float32) ** 3
+    means, _ = ev.encode(model, x, batch_size=64)
+    assert ev.active_units(means, 1e-6)[0] == 2
+
+
+# --- Frechet distance ------------------------------------------------------------------------
+
+
+def _closed_form_w2(mu1, cov1, mu2, cov2):
+    """Squared 2-Wasserstein distance via the symmetric form (C1^1/2 C2 C1^1/2)^1/2."""
+    def psd_sqrt(c):
+        w, v = np.linalg.eigh(c)
+        return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    r1 = psd_sqrt(cov1)
+    cross = psd_sqrt(r1 @ cov2 @ r1)
+    return float(np.sum((mu1 - mu2) ** 2) + np.trace(cov1 + cov2 - 2 * cross))
+
+
+def test_frechet_of_one_dimensional_gaussians_is_mean_and_std_gap():
+    d = ev.frechet_distance(np.array([1.0]), np.array([[4.0]]), np.array([-2.0]), np.array([[9.0]]))
+    assert d == pytest.approx((1 + 2) ** 2 + (2 - 3) ** 2)
+
+
+def test_frechet_matches_closed_form_for_non_commuting_covariances():
+    cov1 = np.array([[2.0, 0.8, 0.0], [0.8, 1.0, 0.3], [0.0, 0.3, 0.5]])
+    cov2 = np.array([[1.0, -0.4, 0.2], [-0.4, 3.0, 0.0], [0.2, 0.0, 0.7]])
+    mu1, mu2 = np.array([0.0, 1.0, 2.0]), np.array([0.5, -1.0, 2.0])
+    expected = _closed_form_w2(mu1, cov1, mu2, cov2)
+    assert ev.frechet_distance(mu1, cov1, mu2, cov2) == pytest.approx(expected, rel=1e-8)
+    rng = np.random.default_rng(0)
+    a = rng.multivariate_normal(mu1, cov1, 200000)
+    b = rng.multivariate_normal(mu2, cov2, 200000)
+    assert ev.frechet_between(a, b) == pytest.approx(expected, rel=0.02)
+
+
+def test_frechet_of_a_set_with_itself_is_zero():
+    feats = np.random.default_rng(0).standard_normal((500, 16)) @ np.diag(np.arange(1, 17))
+    assert ev.frechet_between(feats, feats) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_frechet_survives_singular_covariances():
+    # Fewer rows than features: rank-deficient covariances, sqrtm must still give a number.
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((5, 32)), rng.standard_normal((5, 32)) + 1.0
+    d = ev.frechet_between(a, b)
+    assert np.isfinite(d) and d > 0
+
+
+# --- sample-quality summaries ---------------------------------------------------------------
+
+
+def test_class_entropy_is_one_when_uniform_and_zero_for_a_single_class():
+    uniform = np.eye(10)[np.arange(1000) % 10]
+    assert ev.class_entropy(uniform)[0] == pytest.approx(1.0)
+    single = np.eye(10)[np.full(50, 3)]
+    entropy, fractions = ev.class_entropy(single)
+    assert entropy == 0.0 and fractions[3] == 1.0
+    two = np.eye(10)[np.arange(100) % 2]  # two classes equally: ln 2 / ln 10
+    assert ev.class_entropy(two)[0] == pytest.approx(LN2 / math.log(10))
+
+
+def test_recognisable_counts_confident_predictions():
+    probs = np.array([[0.95] + [0.05 / 9] * 9, [0.5, 0.5] + [0.0] * 8, [0.0] * 9 + [0.9]])
+    assert ev.recognisable(probs, 0.9) == pytest.approx(2 / 3)
+
+
+def test_sample_quality_reports_reference_numbers_from_the_test_set():
+    rng = np.random.default_rng(0)
+    test = Predictions(probs=np.eye(10)[np.arange(400) % 10], features=rng.normal(size=(400, 4)))
+    samples = Predictions(probs=np.eye(10)[np.zeros(300, int)] * 0.5 + 0.05,
+                          features=rng.normal(2.0, 1.0, size=(300, 4)))
+    q = ev.sample_quality(samples, test, confidence=0.9, seed=0)
+    assert q["recognisable"] == 0.0 and q["test_recognisable"] == 1.0
+    assert q["class_entropy"] == 0.0 and q["test_class_entropy"] == pytest.approx(1.0)
+    assert q["class_fraction"]["0"] == 1.0 and sum(q["class_fraction"].values()) == 1.0
+    assert q["frechet"] == pytest.approx(16.0, rel=0.15)  # mean gap 2 in 4 dims
+    assert q["frechet_floor"] < 0.3
+
+
+# --- the whole evaluation ------------------------------------------------------------------
+
+
+def _toy_test_set(n=60):
+    rng = np.random.default_rng(0)
+    labels = np.arange(n) % 10
+    images = rng.random((n, 28, 28, 1)) * (labels[:, None, None, None] + 1) / 10
+    images[:, :14] *= rng.random((n, 1, 1, 1))  # top half brighter or darker: a 2nd feature
+    return images.astype(np.float32), labels
+
+
+def test_per_class_neg_elbo_is_the_mean_over_that_digit():
+    # Class d is an all-(d/10) image; decoder mean 1/2 -> SSE = 784 (d/10 - 1/2)^2, KL = 0.
+    labels = np.repeat(np.arange(10), 3)
+    grey = np.repeat((labels / 10.0)[:, None, None, None], 28, 1).repeat(28, 2).astype(np.float32)
+    model = ConstantVAE(mean=[0.0], log_var=[0.0], logit=0.0, likelihood="gaussian")
+    cfg = EvaluateConfig(iwae_samples=2, iwae_images=0, batch_size=7)
+    test, per_class, _ = ev.evaluate_likelihood(model, ev.build_views("gaussian", grey, None),
+                                                grey, labels, cfg)
+    for d in range(10):
+        expected = 784 * (d / 10 - 0.5) ** 2 + 392 * math.log(math.pi)
+        assert per_class["gaussian"][str(d)] == pytest.approx(expected, rel=1e-5)
+        assert per_class["bernoulli"][str(d)] == pytest.approx(784 * LN2, rel=1e-5)
+    assert test["gaussian"]["rec_nll"] - test["sse"] == pytest.approx(
+        ev.gaussian_nll_constant(784), rel=1e-6)
+
+
+EXPECTED_KEYS = {
+    "test": {"bernoulli", "sse", "active_units", "latent_dim"},
+    "test.bernoulli": {"rec_nll", "kl", "neg_elbo", "bits_per_dim", "iwae_nll",
+                       "iwae_bits_per_dim", "neg_elbo_iwae_subset"},
+    "samples": {"recognisable", "class_entropy", "frechet", "frechet_floor",
+                "test_recognisable", "test_class_entropy", "class_fraction"},
+    "meta": {"likelihood", "trained_view", "test_images", "iwae_samples", "iwae_images",
+             "prior_samples", "gaussian_nll_constant", "seconds"},
+    "meta.seconds": {"elbo", "iwae", "active_units", "samples", "total"},
+}
+
+
+def test_evaluate_writes_a_stable_readable_key_set(tmp_path):
+    grey, labels = _toy_test_set()
+    model = ToyImageVAE(latent_dim=3)
+    classifier = build_classifier(ClassifierConfig(features=8))
+    cfg = EvaluateConfig(iwae_samples=4, iwae_images=20, prior_samples=50, batch_size=16)
+    metrics = ev.evaluate(model, classifier, grey, labels, None, cfg)
+    assert set(metrics) == {"test", "per_class", "samples", "meta"}
+    for dotted, keys in EXPECTED_KEYS.items():
+        node = metrics
+        for part in dotted.split("."):
+            node = node[part]
+        assert set(node) == keys, dotted
+    assert set(metrics["per_class"]["bernoulli"]) == {str(d) for d in range(10)}
+    assert metrics["meta"]["iwae_images"] == 20 and metrics["meta"]["test_images"] == 60
+    b = metrics["test"]["bernoulli"]
+    assert b["neg_elbo"] == pytest.approx(b["rec_nll"] + b["kl"])
+    assert b["bits_per_dim"] == pytest.approx(b["neg_elbo"] / (784 * LN2))
+    assert metrics["test"]["active_units"] == 2  # the toy's third latent is a constant
+    path = tmp_path / "metrics" / "eval.json"
+    ev.write_json(path, metrics)
+    assert json.loads(path.read_text()) == json.loads(json.dumps(metrics))
+    assert [p.name for p in path.parent.iterdir()] == ["eval.json"]  # no temp file left
+
+
+def test_evaluate_adds_the_binarised_view_when_the_model_learned_binary_pixels():
+    grey, labels = _toy_test_set(30)
+    binary = (grey > 0.3).astype(np.float32)
+    cfg = EvaluateConfig(iwae_samples=2, iwae_images=10, prior_samples=20, batch_size=16)
+    metrics = ev.evaluate(ToyImageVAE(), build_classifier(ClassifierConfig(features=8)),
+                          grey, labels, binary, cfg)
+    assert set(metrics["test"]) == EXPECTED_KEYS["test"] | {"bernoulli_binarized"}
+    assert metrics["meta"]["trained_view"] == "bernoulli_binarized"
+    assert (metrics["test"]["bernoulli_binarized"]["neg_elbo"]
+            != metrics["test"]["bernoulli"]["neg_elbo"])

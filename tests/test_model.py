@@ -1,0 +1,146 @@
+"""The VAE's public API, its serialisation, and the article's architecture layer by layer."""
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from mnist_vae.config import DecoderConfig, EncoderConfig, ModelConfig, parse_section
+from mnist_vae.model import VAE, build_vae, load_vae
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+TINY = ModelConfig(
+    latent_dim=3,
+    encoder=EncoderConfig(filters=(4, 8), kernel_sizes=(3, 3), strides=(2, 2)),
+    decoder=DecoderConfig(reshape=(7, 7, 4), filters=(8, 4), kernel_sizes=(3, 3),
+                          strides=(2, 2)),
+)
+
+
+@pytest.fixture(scope="module")
+def vae():
+    return build_vae(TINY)
+
+
+def _images(n=5, seed=0):
+    return np.random.default_rng(seed).random((n, 28, 28, 1)).astype("float32")
+
+
+def test_api_shapes(vae):
+    x = _images()
+    mean, log_var = vae.encode(x)
+    assert tuple(mean.shape) == tuple(log_var.shape) == (5, 3)
+    assert tuple(vae.decode_logits(mean).shape) == (5, 28, 28, 1)
+    assert tuple(vae.decode(mean).shape) == (5, 28, 28, 1)
+    assert tuple(vae.reconstruct(x).shape) == (5, 28, 28, 1)
+    assert tuple(vae.sample(7, seed=1).shape) == (7, 28, 28, 1)
+    logits, mean2, log_var2 = vae(x)
+    assert tuple(logits.shape) == (5, 28, 28, 1) and tuple(mean2.shape) == (5, 3)
+    assert vae.latent_dim == 3 and vae.likelihood == "bernoulli"
+
+
+def test_decode_is_sigmoid_of_logits_and_reconstruct_uses_the_mean(vae):
+    x = _images()
+    mean, _ = vae.encode(x)
+    logits = np.asarray(vae.decode_logits(mean))
+    np.testing.assert_allclose(np.asarray(vae.decode(mean)), 1 / (1 + np.exp(-logits)),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(vae.reconstruct(x)), np.asarray(vae.decode(mean)),
+                               rtol=1e-6)
+    probs = np.asarray(vae.decode(mean))
+    assert probs.min() >= 0 and probs.max() <= 1
+
+
+def test_encode_handles_more_images_than_one_chunk(vae):
+    x = _images(1003)
+    mean, _ = vae.encode(x)
+    assert tuple(mean.shape) == (1003, 3)
+    np.testing.assert_allclose(np.asarray(mean[1001:]), np.asarray(vae.encode(x[1001:])[0]),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_sample_is_deterministic_per_seed(vae):
+    a, b, c = (np.asarray(vae.sample(4, seed=s)) for s in (7, 7, 8))
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_save_then_load_in_a_fresh_process_gives_identical_outputs(vae, tmp_path):
+    path = tmp_path / "vae.keras"
+    vae.save(path)
+    x = _images(4, seed=3)
+    np.save(tmp_path / "x.npy", x)
+    expected = {"mean": np.asarray(vae.encode(x)[0]), "recon": np.asarray(vae.reconstruct(x)),
+                "sample": np.asarray(vae.sample(3, seed=5))}
+    script = textwrap.dedent(f"""
+        import numpy as np
+        from mnist_vae.model import load_vae
+        vae = load_vae({str(path)!r})
+        x = np.load({str(tmp_path / "x.npy")!r})
+        np.savez({str(tmp_path / "out.npz")!r}, mean=np.asarray(vae.encode(x)[0]),
+                 recon=np.asarray(vae.reconstruct(x)), sample=np.asarray(vae.sample(3, seed=5)),
+                 latent_dim=vae.latent_dim, likelihood=vae.likelihood, cls=type(vae).__name__)
+    """)
+    env = {"PYTHONPATH": str(SRC), "TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"}
+    subprocess.run([sys.executable, "-c", script], check=True, env=env, cwd=tmp_path)
+    with np.load(tmp_path / "out.npz") as out:
+        for key, value in expected.items():
+            np.testing.assert_array_equal(out[key], value, err_msg=key)
+        assert int(out["latent_dim"]) == 3 and str(out["likelihood"]) == "bernoulli"
+        assert str(out["cls"]) == "VAE"
+
+
+def test_get_config_round_trips(vae):
+    clone = VAE.from_config(vae.get_config())
+    assert clone.model_config == TINY
+
+
+def test_load_vae_names_a_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="dvc repro train"):
+        load_vae(tmp_path / "nope.keras")
+
+
+def test_conv_head_that_misses_28x28_names_the_fix():
+    cfg = ModelConfig(decoder=DecoderConfig(filters=(8,), kernel_sizes=(3,), strides=(2,)))
+    with pytest.raises(ValueError, match="head 'conv' needs"):
+        build_vae(cfg)
+
+
+def _shapes(model):
+    return [(layer.__class__.__name__, tuple(layer.output.shape[1:])) for layer in model.layers
+            if layer.__class__.__name__ not in ("InputLayer",)]
+
+
+def test_article_config_builds_exactly_the_articles_layers(repo_root):
+    overlay = yaml.safe_load((repo_root / "configs" / "seed-article.yaml").read_text())
+    vae = build_vae(parse_section(ModelConfig, overlay["model"], "model"))
+    assert vae.latent_dim == 8 and vae.likelihood == "gaussian"
+    assert _shapes(vae.encoder) == [
+        ("Conv2D", (14, 14, 64)), ("LeakyReLU", (14, 14, 64)), ("Dropout", (14, 14, 64)),
+        ("Conv2D", (7, 7, 64)), ("LeakyReLU", (7, 7, 64)), ("Dropout", (7, 7, 64)),
+        ("Conv2D", (7, 7, 64)), ("LeakyReLU", (7, 7, 64)), ("Dropout", (7, 7, 64)),
+        ("Flatten", (3136,)), ("Dense", (8,)), ("Dense", (8,)),
+    ]
+    assert _shapes(vae.decoder) == [
+        ("Dense", (24,)), ("LeakyReLU", (24,)), ("Dense", (49,)), ("LeakyReLU", (49,)),
+        ("Reshape", (7, 7, 1)),
+        ("Conv2DTranspose", (14, 14, 64)), ("Activation", (14, 14, 64)), ("Dropout", (14, 14, 64)),
+        ("Conv2DTranspose", (14, 14, 64)), ("Activation", (14, 14, 64)), ("Dropout", (14, 14, 64)),
+        ("Conv2DTranspose", (14, 14, 64)), ("Activation", (14, 14, 64)),
+        ("Flatten", (12544,)), ("Dense", (784,)), ("Reshape", (28, 28, 1)),
+    ]
+    convs = [layer for layer in vae.encoder.layers if layer.__class__.__name__ == "Conv2D"]
+    assert [(c.kernel_size, c.strides, c.padding) for c in convs] == [
+        ((4, 4), (2, 2), "same"), ((4, 4), (2, 2), "same"), ((4, 4), (1, 1), "same")]
+    assert all(layer.negative_slope == pytest.approx(0.3) for layer in vae.encoder.layers
+               if layer.__class__.__name__ == "LeakyReLU")
+    assert all(layer.rate == pytest.approx(0.2) for layer in vae.encoder.layers
+               if layer.__class__.__name__ == "Dropout")
+    deconv_acts = [layer.get_config()["activation"] for layer in vae.decoder.layers
+                   if layer.__class__.__name__ == "Activation"]
+    assert deconv_acts == ["relu", "relu", "relu"]
