@@ -23,8 +23,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
-KERAS_IO = "keras_io"
-PYTORCH_MLP = "pytorch_mlp"
+from benchmarks.settings import KERAS_IO, PYTORCH_MLP  # noqa: F401 (the names of the two)
 
 
 class TorchUnavailable(RuntimeError):

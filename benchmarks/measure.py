@@ -11,8 +11,7 @@ import dataclasses
 import json
 import os
 import sys
-import time
-from dataclasses import dataclass, field
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,53 +22,8 @@ import numpy as np  # noqa: E402
 
 from benchmarks import baselines, compare  # noqa: E402
 from benchmarks.probe import Probe  # noqa: E402
+from benchmarks.settings import ARTICLE, ARTICLE_CONFIG, MODELS, Settings  # noqa: E402
 from mnist_vae import classifier, config, data, evaluation, losses  # noqa: E402
-
-OURS = "ours"
-ARTICLE = "article"
-ARTICLE_CONFIG = "configs/seed-article.yaml"
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A benchmarked model: what it is and the 10-epoch -ELBO the issue measured for it."""
-
-    description: str
-    source: str
-    reference_10_epoch: float | None = None
-
-
-MODELS: dict[str, ModelSpec] = {
-    OURS: ModelSpec("mnist-vae, default params.yaml", "params.yaml"),
-    ARTICLE: ModelSpec("the article's model (conv 64x3, latent 8, squared error)",
-                       ARTICLE_CONFIG, 114.9),
-    baselines.KERAS_IO: ModelSpec("keras.io VAE example (conv 32/64, latent 2, BCE)",
-                                  "keras-team/keras-io examples/generative/vae.py", 155.9),
-    baselines.PYTORCH_MLP: ModelSpec("pytorch/examples MLP VAE (784-400-20, BCE)",
-                                     "pytorch/examples vae/main.py", 105.4),
-}
-BASELINES = [baselines.PYTORCH_MLP, baselines.KERAS_IO, ARTICLE]
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything one measurement needs; the same for every model of a run."""
-
-    budget_s: float = 600.0
-    data: dict = field(default_factory=dict)      # overrides of params' data section
-    evaluate: dict = field(default_factory=dict)  # overrides of params' evaluate section
-    classifier: dict = field(default_factory=dict)  # overrides of params' classifier section
-    classifier_path: str = ""
-    probe_min_interval_s: float = 2.0
-    probe_growth: float = 0.1
-    seed: int = 0
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> Settings:
-        return cls(**json.loads(Path(path).read_text()))
-
-    def to_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(dataclasses.asdict(self), indent=2))
 
 
 def load_model_params(name: str) -> config.Params:
@@ -100,30 +54,30 @@ def val_neg_elbo(model: Any, x_val: np.ndarray, batch_size: int, seed: int) -> f
 class KerasProbe(keras.callbacks.Callback):
     """Feeds a Probe from Keras' fit loop and stops fit when the budget is spent."""
 
-    def __init__(self, probe: Probe, batch_size: int, n_train: int):
+    def __init__(self, probe: Probe, batch_size: int, images_per_epoch: int):
         super().__init__()
-        self.probe, self.batch_size, self.n_train = probe, batch_size, n_train
+        self.probe, self.batch_size, self.images_per_epoch = probe, batch_size, images_per_epoch
         self._in_epoch = 0
 
     def on_train_begin(self, logs=None):
         self.probe.start(self.model)
 
     def on_train_batch_end(self, batch, logs=None):
-        images = min(self.batch_size, self.n_train - self._in_epoch)
+        images = min(self.batch_size, self.images_per_epoch - self._in_epoch)
         self._in_epoch += images
         self.probe.step(images)
         if self.probe.done():
             self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
-        if self._in_epoch >= self.n_train:  # not a pass cut short by the budget
+        if self._in_epoch >= self.images_per_epoch:  # not a pass cut short by the budget
             self.probe.epoch_end()
         self._in_epoch = 0
 
 
 def train_keras_io(splits: data.Splits, probe: Probe, settings: Settings):
     model = baselines.build_keras_io(settings.seed)
-    callback = KerasProbe(probe, baselines.KERAS_IO_BATCH, len(splits.x_train))
+    callback = KerasProbe(probe, baselines.KERAS_IO_BATCH, len(splits.x_train))  # keeps the rest
     model.fit(splits.x_train, epochs=10**6, batch_size=baselines.KERAS_IO_BATCH,
               shuffle=True, verbose=0, callbacks=[callback])
     return model
@@ -143,12 +97,38 @@ def train_pytorch_mlp(splits: data.Splits, probe: Probe, settings: Settings):
 
 
 def train_with_pipeline_code(name: str, splits: data.Splits, probe: Probe, settings: Settings):
-    """Our model (default or article config), trained by the library as the pipeline does."""
-    from mnist_vae import training  # the model branch's module
+    """Our model (default or article config), trained by the pipeline's own code: its input
+    pipeline, schedule, per-epoch validation, checkpoints and early stopping all count as
+    training time. Returns the model with the best validation epoch's weights, as train does.
+    """
+    from mnist_vae import training  # noqa: PLC0415 (the model branch's module)
 
     params = load_model_params(name)
-    callback = KerasProbe(probe, params.train.batch_size, len(splits.x_train))
-    return training.fit_for_benchmark(splits, params, callbacks=[callback])
+    shared = dataclasses.replace(config.load_params().data, **settings.data)
+    if dataclasses.replace(params.data, **settings.data) != shared:
+        raise ValueError(f"{name}: its config changes the data section; every benchmarked model "
+                         "must see the same split (params.yaml's data section)")
+    cfg = params.train
+    steps = training.steps_per_epoch(len(splits.x_train), cfg.batch_size)
+    callback = KerasProbe(probe, cfg.batch_size, steps * cfg.batch_size)
+    with tempfile.TemporaryDirectory(prefix="bench-checkpoint-") as checkpoints:
+        result = training.train(splits, shared, params.model, cfg, checkpoints,
+                                callbacks=(callback,), verbose=0)
+    return result.model
+
+
+def set_threads(threads: int) -> None:
+    """Give TensorFlow (and torch, when present) `threads` CPU threads; 0 keeps their default."""
+    if threads <= 0:
+        return
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    if baselines.torch_available():
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def count_params(model: Any) -> int:
@@ -158,32 +138,26 @@ def count_params(model: Any) -> int:
 
 
 def final_metrics(model: Any, splits: data.Splits, settings: Settings) -> dict:
-    """Test -ELBO and IWAE NLL (Bernoulli, grey) and sample quality judged by the classifier."""
+    """The evaluate stage's numbers (its own code path) on the test set, summarised; the whole
+    metrics dictionary is kept under `evaluation`."""
     params = config.load_params()
     cfg = dataclasses.replace(params.evaluate, **settings.evaluate)
-    started = time.perf_counter()
-    test, _, _ = evaluation.evaluate_likelihood(
-        model, [bernoulli_view(splits.x_test)], splits.x_test, splits.y_test, cfg)
     judge = classifier.load_classifier(settings.classifier_path)
-    samples = evaluation.prior_samples(model, cfg.prior_samples, cfg.seed, cfg.batch_size)
-    quality = evaluation.sample_quality(
-        classifier.predict(judge, samples), classifier.predict(judge, splits.x_test),
-        cfg.confidence, cfg.seed)
+    metrics = evaluation.evaluate(model, judge, splits.x_test, splits.y_test, None, cfg)
+    test, samples = metrics["test"]["bernoulli"], metrics["samples"]
     return {
-        "test_neg_elbo": test["bernoulli"]["neg_elbo"],
-        "test_rec_nll": test["bernoulli"]["rec_nll"],
-        "test_kl": test["bernoulli"]["kl"],
-        "iwae_nll": test["bernoulli"]["iwae_nll"],
+        "test_neg_elbo": test["neg_elbo"],
+        "test_rec_nll": test["rec_nll"],
+        "test_kl": test["kl"],
+        "iwae_nll": test["iwae_nll"],
         "iwae_k": cfg.iwae_samples,
-        "iwae_images": cfg.iwae_images,
-        "active_units": test["active_units"],
-        "latent_dim": test["latent_dim"],
-        "recognisable": quality["recognisable"],
-        "class_entropy": quality["class_entropy"],
-        "frechet": quality["frechet"],
-        "frechet_floor": quality["frechet_floor"],
-        "prior_samples": cfg.prior_samples,
-        "eval_s": time.perf_counter() - started,
+        "recognisable": samples["recognisable"],
+        "class_entropy": samples["class_entropy"],
+        "frechet": samples["frechet"],
+        "frechet_floor": samples["frechet_floor"],
+        "active_units": metrics["test"]["active_units"],
+        "eval_s": metrics["meta"]["seconds"]["total"],
+        "evaluation": metrics,
     }
 
 
@@ -208,6 +182,7 @@ def measure(name: str, settings: Settings) -> dict:
         "data_sizes": {"train": len(splits.x_train), "val": len(splits.x_val),
                        "test": len(splits.x_test)},
     }
+    set_threads(settings.threads)
     if name in TRAINERS:
         model = TRAINERS[name](splits, probe, settings)
     else:

@@ -86,16 +86,22 @@ def _copy_repo(repo: Path, into: Path) -> Path:
     return target
 
 
+def stage_env(repo: Path) -> dict:
+    """Stages run `python`: make it this interpreter, importing `repo`'s own code."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return {**os.environ, "PATH": path, "PYTHONPATH": str(repo / "src")}
+
+
 def measure_overhead(repo: Path) -> dict:
     """Seconds of a no-op `dvc repro`, and of one after a render-only param change."""
     repo = repo.resolve()
-    env = {**os.environ, "PYTHONPATH": str(repo / "src")}
+    env = stage_env(repo)
     built, why = is_built(repo, env)
     if not built:
         return {"status": "skipped", "note": why}
     with tempfile.TemporaryDirectory(prefix="mnist-vae-bench-") as tmp:
         copy = _copy_repo(repo, Path(tmp))
-        env = {**os.environ, "PYTHONPATH": str(copy / "src")}
+        env = stage_env(copy)
         _timed([*DVC, "status"], copy, env)  # warm DVC's hash cache in the fresh copy
         noop_s, noop_out = _timed([*DVC, "repro"], copy, env)
         params = copy / "params.yaml"

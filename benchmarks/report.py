@@ -37,6 +37,13 @@ def machine_line(results: dict) -> str:
             f"{m.get('logical_cores', '?')}, {fmt(m.get('memory_gib'), 0)} GiB; {versions}")
 
 
+def load_line(results: dict) -> str:
+    """The 1-minute load average around each model: a busy machine shows here."""
+    parts = [f"`{n}` {fmt(r['load_before'], 1)} → {fmt(r['load_after'], 1)}"
+             for n, r in results["models"].items() if "load_before" in r and "load_after" in r]
+    return ", ".join(parts) or "—"
+
+
 def settings_line(results: dict) -> str:
     s = results["settings"]
     data = results.get("data_sizes", {})
@@ -146,6 +153,7 @@ def render(results: dict, heading: str = "##") -> str:
         warning,
         f"Machine: {machine_line(results)}.  ",
         f"Budget: {settings_line(results)}.  ",
+        f"Load average before → after each model: {load_line(results)}.  ",
         "Every model trains on the same split in the same run; −ELBO and NLL are nats per test "
         "image (Bernoulli likelihood on grey pixels), IWAE with "
         f"k = {results.get('iwae_k', '?')}; the sample metrics judge prior samples with the "

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -26,14 +27,12 @@ from pathlib import Path
 
 from benchmarks import compare, report
 from benchmarks.overhead import measure_overhead
+from benchmarks.settings import BASELINES, MODELS, PYTORCH_MLP, SLOW_BASELINES, SUBJECT, Settings
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "benchmarks" / "results"
 WORK_DIR = REPO / "benchmarks" / ".work"
-ALL_MODELS = ["ours", "article", "keras_io", "pytorch_mlp"]
-BASELINES = ["pytorch_mlp", "keras_io", "article"]
-SUBJECT = "ours"
-MLP = "pytorch_mlp"
+ALL_MODELS = list(MODELS)
 SMOKE = {"budget": 20.0, "train_limit": 5000, "test_limit": 1000, "val_size": 1000,
          "iwae_images": 200, "iwae_samples": 20, "prior_samples": 1000, "classifier_epochs": 1}
 
@@ -56,6 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="a trained classifier (.keras); default: models/classifier.keras if "
                         "present, else one trained for this run")
     p.add_argument("--classifier-epochs", type=int, help="epochs when training the classifier")
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads per model for TensorFlow and torch (default 0: their own "
+                        "default, every core); 1 is steadier on a machine shared with others")
     p.add_argument("--no-overhead", action="store_true", help="skip the dvc repro timings")
     p.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     p.add_argument("--readme", type=Path, default=None,
@@ -109,16 +111,19 @@ def git_revision() -> dict:
                                                                   "benchmarks"))}
 
 
-def subprocess_env() -> dict:
+def subprocess_env(threads: int) -> dict:
     """Child processes import this checkout's code (not another editable install)."""
-    path = os.pathsep.join([str(REPO / "src"), str(REPO)])
-    return {**os.environ, "PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)]),
+           "TF_CPP_MIN_LOG_LEVEL": "2"}
+    if threads > 0:
+        env["OMP_NUM_THREADS"] = str(threads)
+    return env
 
 
-def run_child(args: list[str], log: Path) -> int:
+def run_child(args: list[str], log: Path, threads: int) -> int:
     command = [sys.executable, "-m", "benchmarks.measure", *args]
     with log.open("w") as out:
-        return subprocess.run(command, cwd=REPO, env=subprocess_env(), stdout=out,
+        return subprocess.run(command, cwd=REPO, env=subprocess_env(threads), stdout=out,
                               stderr=subprocess.STDOUT).returncode
 
 
@@ -126,14 +131,14 @@ def tail(path: Path, lines: int = 15) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def measure_model(name: str, settings_path: Path, work: Path) -> dict:
+def measure_model(name: str, settings_path: Path, work: Path, threads: int) -> dict:
     """One model in a fresh process; failures become a result with the log's tail."""
-    if name == MLP and importlib.util.find_spec("torch") is None:
+    if name == PYTORCH_MLP and importlib.util.find_spec("torch") is None:
         return {"name": name, "status": "skipped",
                 "note": "torch not installed (`pip install -e '.[bench]'`)"}
     out, log = work / f"{name}.json", work / f"{name}.log"
     print(f"[bench] {name}: training (log: {log})", flush=True)
-    code = run_child([name, str(settings_path), str(out)], log)
+    code = run_child([name, str(settings_path), str(out)], log, threads)
     if code != 0 or not out.is_file():
         print(f"[bench] {name}: FAILED (exit {code})\n{tail(log)}", flush=True)
         return {"name": name, "status": "failed", "note": f"exit {code}", "log_tail": tail(log)}
@@ -143,17 +148,21 @@ def measure_model(name: str, settings_path: Path, work: Path) -> dict:
     return result
 
 
-def ensure_classifier(args, settings_path: Path, work: Path) -> Path:
-    """The judge of sample quality: the pipeline's if built, else one trained for this run."""
+def ensure_classifier(args, settings: Settings, settings_path: Path, work: Path) -> Path:
+    """The judge of sample quality: --classifier, else the pipeline's when no data or classifier
+    override applies, else one trained for these settings (kept for the next run with them)."""
     if args.classifier:
         return args.classifier.resolve()
     built = REPO / "models" / "classifier.keras"
-    if built.is_file() and not args.smoke:
+    if built.is_file() and not settings.data and not settings.classifier:
         return built
-    path = WORK_DIR / "classifier.keras"
+    key = json.dumps({"data": settings.data, "classifier": settings.classifier}, sort_keys=True)
+    path = WORK_DIR / f"classifier-{hashlib.sha256(key.encode()).hexdigest()[:12]}.keras"
+    if path.is_file():
+        return path
     print(f"[bench] training the digit classifier -> {path}", flush=True)
     code = run_child(["--train-classifier", str(settings_path), str(path)],
-                     work / "classifier.log")
+                     work / "classifier.log", args.threads)
     if code != 0:
         raise SystemExit(f"classifier training failed:\n{tail(work / 'classifier.log')}")
     return path
@@ -163,7 +172,7 @@ def reference_run(args, settings) -> tuple[bool, str]:
     reasons = []
     if args.budget != compare.REFERENCE_BUDGET_S:
         reasons.append(f"budget {args.budget:g} s")
-    if settings["data"] or settings["evaluate"]:
+    if settings["data"] or settings["evaluate"] or settings["classifier"]:
         reasons.append("data or evaluation overridden")
     if set(args.models) != set(ALL_MODELS):
         reasons.append("not every model")
@@ -191,7 +200,7 @@ def assemble(args, settings: dict, models: dict, overhead: dict, sizes: dict) ->
         "models": models,
         "time_to_targets": compare.times_to_targets(models, BASELINES),
         "ratios": compare.ratios_against(models, SUBJECT, BASELINES),
-        "bars": compare.bars(models, SUBJECT, MLP, ["keras_io", "article"]),
+        "bars": compare.bars(models, SUBJECT, PYTORCH_MLP, SLOW_BASELINES),
         "overhead": overhead,
     }
 
@@ -207,8 +216,6 @@ def write_results(results: dict, out_dir: Path) -> tuple[Path, Path]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from benchmarks.measure import Settings  # noqa: PLC0415 (keeps --help free of TensorFlow)
-
     WORK_DIR.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=WORK_DIR, prefix="run-") as tmp:
         work = Path(tmp)
@@ -217,13 +224,15 @@ def main(argv: list[str] | None = None) -> int:
             data=overrides(args, ["train_limit", "test_limit", "val_size"]),
             evaluate=overrides(args, ["iwae_images", "iwae_samples", "prior_samples"]),
             classifier=({"epochs": args.classifier_epochs} if args.classifier_epochs else {}),
+            threads=args.threads,
         )
         settings_path = work / "settings.json"
         settings.to_json(settings_path)
-        classifier = ensure_classifier(args, settings_path, work)
+        classifier = ensure_classifier(args, settings, settings_path, work)
         settings = dataclasses.replace(settings, classifier_path=str(classifier))
         settings.to_json(settings_path)
-        models = {name: measure_model(name, settings_path, work) for name in args.models}
+        models = {name: measure_model(name, settings_path, work, args.threads)
+                  for name in args.models}
         sizes = next((m["data_sizes"] for m in models.values() if "data_sizes" in m), {})
         overhead = ({"status": "skipped", "note": "--no-overhead"} if args.no_overhead
                     else measure_overhead(REPO))
