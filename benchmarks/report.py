@@ -108,8 +108,9 @@ def ratios_table(results: dict) -> str:
     subject = results.get("subject", "ours")
     rows = []
     for base, r in results.get("ratios", {}).items():
-        rows.append([f"`{base}`", fmt(r.get("images_per_s"), 2, "×"),
-                     fmt(r.get("time_to_target"), 2, "×"),
+        time = ("not reached" if r.get("reached") is False
+                else fmt(r.get("time_to_target"), 2, "×"))
+        rows.append([f"`{base}`", fmt(r.get("images_per_s"), 2, "×"), time,
                      fmt(r.get("test_neg_elbo_delta"), 1), fmt(r.get("frechet"), 2, "×")])
     return (f"`{subject}` against each baseline, same run (time: < 1× is faster; "
             "throughput: > 1× is more images/s):\n\n"
@@ -123,7 +124,9 @@ def bars_table(results: dict) -> str:
         verdict = {True: "pass", False: "**fail**", None: "not measured"}[b["passed"]]
         label = b["bar"] + (" (stretch)" if b["stretch"] else "")
         digits = 3 if b["limit"] < 5 else 1
-        rows.append([label, fmt(b["value"], digits), f"{b['op']} {b['limit']}", verdict])
+        value = "not reached" if b["value"] is None and b["passed"] is False else fmt(
+            b["value"], digits)
+        rows.append([label, value, f"{b['op']} {b['limit']}", verdict])
     return table(["bar", "value", "needed", "verdict"], rows)
 
 

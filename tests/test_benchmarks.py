@@ -101,8 +101,13 @@ def test_bars_pass_fail_and_missing():
     assert verdicts[("time to broken's 10-epoch -ELBO / its time", False)] is None
     worse = fixture_models()
     worse["ours"]["final"]["test_neg_elbo"] = 95.0  # the bar is strict: < 95
-    failed = compare.bars(worse, "ours", "mlp", [])
-    assert failed[0]["passed"] is False
+    worse["ours"]["train"]["curve"] = [point(0, 540), point(30, 110, 10, True)]
+    failed = {(b["bar"], b["stretch"]): b for b in compare.bars(worse, "ours", "mlp", [])}
+    assert failed[("test -ELBO (nats)", False)]["passed"] is False
+    never = failed[("time to mlp's 10-epoch -ELBO / its time", False)]
+    assert never["value"] is None and never["passed"] is False  # not reached is a failure
+    assert "| time to mlp's 10-epoch -ELBO / its time | not reached | <= 2.0 | **fail** |" in (
+        report.bars_table({"bars": list(failed.values())}))
 
 
 def test_ratio_guards_missing_values_and_zero():
