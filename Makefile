@@ -9,7 +9,7 @@ PORT    ?= 5000
 BUDGET  ?= 600
 
 .DEFAULT_GOAL := help
-.PHONY: help setup repro test test-fast lint lock ui plots bench retrain clean
+.PHONY: help setup repro exp test test-fast lint lock ui plots bench retrain clean
 
 help:  ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -25,6 +25,10 @@ setup: $(STAMP)  ## Create .venv and install the locked dependencies
 
 repro: $(STAMP)  ## Run the whole pipeline (dvc repro)
 	$(BIN)/dvc repro
+
+exp: $(STAMP)  ## Run a DVC experiment with a config overlay: make exp CONFIG=configs/seed-article.yaml
+	@test -n "$(CONFIG)" || { echo "usage: make exp CONFIG=configs/<name>.yaml"; exit 2; }
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python scripts/exp_run.py $(CONFIG) $(EXP_ARGS)
 
 test: $(STAMP)  ## Run the whole test suite, end-to-end tests included
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && echo "no tests selected" && rc=0; exit $$rc
@@ -44,6 +48,9 @@ ui: $(STAMP)  ## Serve the MLflow UI on http://127.0.0.1:$(PORT) over the local 
 
 plots: $(STAMP)  ## Render every DVC plot to dvc_plots/index.html
 	$(BIN)/dvc plots show
+
+retrain: $(STAMP)  ## Pull, reproduce, push on main, and report what changed (as CI does)
+	PATH="$(CURDIR)/$(BIN):$$PATH" DVC=$(BIN)/dvc scripts/retrain.sh
 
 $(VENV)/.bench-installed: $(STAMP) pyproject.toml
 	$(BIN)/python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['bench'], sep='\n')" > $(VENV)/.bench-requirements

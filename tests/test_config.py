@@ -103,6 +103,7 @@ def test_missing_sections_take_defaults():
         ({"download": {"mirrors": []}}, "download.mirrors: must not be empty"),
         ({"download": {"mirrors": [1]}}, "download.mirrors[0]: must be a string, got 1"),
         ({"download": {"mirrors": "http://x/"}}, "download.mirrors: must be a list of a string"),
+        ({"download": {"mirrors": ["ftp://x/"]}}, "download.mirrors: must contain only http"),
         ({"paths": ["data"]}, "paths: must be a mapping"),
         (["download"], "params.yaml: must be a mapping of sections"),
     ],

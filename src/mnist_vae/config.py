@@ -69,6 +69,11 @@ def non_empty(v: Any) -> str | None:
     return None if len(v) > 0 else "must not be empty"
 
 
+def http_urls(v: Any) -> str | None:
+    ok = all(u.startswith(("http://", "https://")) for u in v)
+    return None if ok else "must contain only http:// or https:// URLs"
+
+
 def checked(default: Any, *checks, **kwargs) -> Any:
     """A dataclass field with a default and value checks run after type checking."""
     if isinstance(default, (list, dict)):
@@ -89,6 +94,7 @@ class DownloadConfig:
             "http://yann.lecun.com/exdb/mnist/",
         ),
         non_empty,
+        http_urls,
     )
     connect_timeout_s: float = checked(5.0, positive)
     read_timeout_s: float = checked(10.0, positive)
@@ -210,8 +216,8 @@ class TrainConfig:
     """Optimisation of the VAE."""
 
     seed: int = 0
-    deterministic: bool = True  # op determinism; false is faster (see README)
-    jit_compile: bool = True
+    deterministic: bool = True  # TF op determinism; false is faster (see README)
+    jit_compile: bool = False  # XLA; Keras allows it only without op determinism
     batch_size: int = checked(128, positive)
     epochs: int = checked(20, positive)  # the budget; early stopping may end sooner
     learning_rate: float = checked(1e-3, positive)
@@ -220,6 +226,13 @@ class TrainConfig:
     kl_warmup_epochs: int = checked(0, non_negative)  # KL weight rises linearly 0 -> beta
     patience: int = checked(5, positive)  # epochs without a better val loss before stopping
     progress_samples: int = checked(16, positive)  # fixed latents decoded after each epoch
+
+    def __post_init__(self) -> None:
+        if self.jit_compile and self.deterministic:
+            raise ConfigError(
+                "train.jit_compile: Keras turns XLA off under op determinism; set "
+                "train.deterministic: false to use it, or jit_compile: false"
+            )
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,306 @@
+"""Training on tiny synthetic data: the input pipeline, learning, early stopping, the NaN guard,
+checkpoints, and a run killed with SIGKILL then resumed matching an uninterrupted one."""
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from mnist_vae.config import (
+    DataConfig,
+    DecoderConfig,
+    EncoderConfig,
+    ModelConfig,
+    Params,
+    TrainConfig,
+)
+from mnist_vae.data import split
+from mnist_vae.training import (
+    CHECKPOINT_FILE,
+    CheckpointMismatch,
+    TrainingDiverged,
+    checkpoint_key,
+    compiled_vae,
+    load_checkpoint,
+    train,
+    training_batches,
+)
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+TINY_MODEL = ModelConfig(
+    latent_dim=2,
+    encoder=EncoderConfig(filters=(4,), kernel_sizes=(3,), strides=(4,), dropout=(0.1,)),
+    decoder=DecoderConfig(reshape=(7, 7, 4), filters=(4,), kernel_sizes=(3,), strides=(4,)),
+)
+TINY_TRAIN = TrainConfig(batch_size=16, epochs=3, learning_rate=0.01, patience=10,
+                         progress_samples=4)
+TINY_DATA = DataConfig(val_size=16)
+
+
+def _blobs(n: int, seed: int) -> np.ndarray:
+    """uint8 images of one bright square each: structure a tiny VAE can learn."""
+    rng = np.random.default_rng(seed)
+    images = np.zeros((n, 28, 28), np.uint8)
+    for image, (r, c) in zip(images, rng.integers(2, 18, (n, 2)), strict=True):
+        image[r:r + 8, c:c + 8] = 255
+    return images
+
+
+def _splits(n_train=64, data_cfg=TINY_DATA):
+    arrays = {"x_train": _blobs(n_train + data_cfg.val_size, 0),
+              "y_train": np.zeros(n_train + data_cfg.val_size, np.uint8),
+              "x_test": _blobs(8, 1), "y_test": np.zeros(8, np.uint8)}
+    return split(arrays, data_cfg)
+
+
+def _batches(ds):
+    return [b.numpy() for b in ds]
+
+
+# --- input pipeline ----------------------------------------------------------------------
+
+def test_each_epoch_is_a_seeded_permutation_and_resuming_replays_it():
+    x = np.arange(40, dtype=np.float32).reshape(40, 1, 1, 1) * np.ones((1, 28, 28, 1), "float32")
+    cfg = dataclasses.replace(TINY_TRAIN, batch_size=8, epochs=3)
+    full = _batches(training_batches(x, cfg, dynamic_binarize=False))
+    assert len(full) == 3 * 5
+    epochs = [np.concatenate(full[e * 5:(e + 1) * 5])[:, 0, 0, 0] for e in range(3)]
+    for order in epochs:
+        assert sorted(order) == list(range(40))  # every image once per epoch
+    assert not np.array_equal(epochs[0], epochs[1])  # reshuffled each epoch
+    resumed = _batches(training_batches(x, cfg, dynamic_binarize=False, start_epoch=1))
+    np.testing.assert_array_equal(np.stack(resumed), np.stack(full[5:]))
+    again = _batches(training_batches(x, cfg, dynamic_binarize=False))
+    np.testing.assert_array_equal(np.stack(again), np.stack(full))
+    other = _batches(training_batches(x, dataclasses.replace(cfg, seed=1), False))
+    assert not np.array_equal(np.stack(other), np.stack(full))
+
+
+def test_dynamic_binarisation_resamples_every_batch_reproducibly():
+    x = np.full((32, 28, 28, 1), 0.5, np.float32)
+    cfg = dataclasses.replace(TINY_TRAIN, batch_size=16, epochs=2)
+    batches = _batches(training_batches(x, cfg, dynamic_binarize=True))
+    assert set(np.unique(np.stack(batches))) == {0.0, 1.0}
+    assert 0.4 < np.stack(batches).mean() < 0.6
+    assert not np.array_equal(batches[0], batches[1])
+    resumed = _batches(training_batches(x, cfg, dynamic_binarize=True, start_epoch=1))
+    np.testing.assert_array_equal(np.stack(resumed), np.stack(batches[2:]))
+
+
+def test_batch_larger_than_the_training_set_names_the_fix():
+    x = np.zeros((4, 28, 28, 1), np.float32)
+    with pytest.raises(ValueError, match="train.batch_size: 16 is larger than the 4"):
+        training_batches(x, TINY_TRAIN, False)
+
+
+# --- training ----------------------------------------------------------------------------
+
+class Records:
+    def __init__(self):
+        self.records = []
+
+    def log_epoch(self, record):
+        self.records.append(record)
+
+
+def test_training_lowers_the_loss_and_reports_facts(tmp_path):
+    splits = _splits()
+    logger = Records()
+    cfg = dataclasses.replace(TINY_TRAIN, epochs=4)
+    result = train(splits, TINY_DATA, TINY_MODEL, cfg, tmp_path / "ckpt", logger, verbose=0)
+    losses = [r["val/loss"] for r in logger.records]
+    assert len(losses) == 4 and losses[-1] < losses[0] - 50
+    assert [r["epoch"] for r in logger.records] == [1, 2, 3, 4]
+    assert result.history == logger.records
+    facts = result.facts
+    assert facts["epochs_run"] == 4 and facts["steps_per_epoch"] == 4
+    assert facts["best_epoch"] == int(np.argmin(losses)) + 1
+    assert facts["best_val_loss"] == pytest.approx(min(losses))
+    assert facts["images_per_s"] > 0 and facts["resumed_from_epoch"] == 0
+    assert result.progress.shape == (4, 4, 28, 28)
+    assert not np.allclose(result.progress[0], result.progress[-1])
+
+
+def test_kl_warmup_ramps_the_weight_linearly_to_beta(tmp_path):
+    cfg = dataclasses.replace(TINY_TRAIN, epochs=3, beta=2.0, kl_warmup_epochs=2)
+    logger = Records()
+    train(_splits(), TINY_DATA, TINY_MODEL, cfg, tmp_path / "ckpt", logger, verbose=0)
+    # 4 steps per epoch, 8 warm-up steps: the weight after step s is beta * s / 8.
+    weights = [r["kl_weight"] for r in logger.records]
+    np.testing.assert_allclose(weights, [2.0 * 5 / 8, 2.0, 2.0], rtol=1e-6)
+
+
+class ScriptedValLoss(keras.callbacks.Callback):
+    """Replaces each epoch's val_loss with a scripted value and remembers the weights."""
+
+    def __init__(self, values):
+        super().__init__()
+        self.values, self.weights = values, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["val_loss"] = self.values[epoch]
+        self.weights.append(self.model.get_weights())
+
+
+def test_early_stopping_keeps_the_best_epochs_weights(tmp_path):
+    script = ScriptedValLoss([300.0, 250.0, 260.0, 255.0, 240.0, 999.0])
+    cfg = dataclasses.replace(TINY_TRAIN, epochs=6, patience=2)
+    result = train(_splits(), TINY_DATA, TINY_MODEL, cfg, tmp_path / "ckpt",
+                   callbacks=(script,), verbose=0)
+    assert result.facts["epochs_run"] == 4 and result.facts["stopped_early"]
+    assert result.facts["best_epoch"] == 2 and result.facts["best_val_loss"] == 250.0
+    for saved, best in zip(result.model.get_weights(), script.weights[1], strict=True):
+        np.testing.assert_array_equal(saved, best)
+
+
+class PoisonAtEpoch(keras.callbacks.Callback):
+    """Sets the decoder's first kernel to NaN when the given epoch (0-based) begins."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            kernel = self.model.decoder.layers[1].kernel
+            kernel.assign(np.full(kernel.shape, np.nan, "float32"))
+
+
+def test_nan_guard_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path):
+    cfg = dataclasses.replace(TINY_TRAIN, epochs=4)
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(TrainingDiverged) as err:
+        train(_splits(), TINY_DATA, TINY_MODEL, cfg, ckpt, callbacks=(PoisonAtEpoch(2),),
+              verbose=0)
+    message = str(err.value)
+    assert "loss is not finite" in message and "epoch 3" in message
+    assert f"checkpoint of epoch 2 is kept in {ckpt}" in message
+    assert "train.learning_rate" in message
+    model = compiled_vae(TINY_MODEL, cfg, steps=4)
+    state, best, progress = load_checkpoint(ckpt / CHECKPOINT_FILE, model)
+    assert state.epochs_done == 2 and len(progress) == 2
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+    assert all(np.isfinite(w).all() for w in best)
+
+
+def test_checkpoint_from_another_architecture_is_refused(tmp_path):
+    cfg = dataclasses.replace(TINY_TRAIN, epochs=1)
+    train(_splits(), TINY_DATA, TINY_MODEL, cfg, tmp_path / "ckpt", verbose=0)
+    other = dataclasses.replace(TINY_MODEL, latent_dim=3)
+    with pytest.raises(CheckpointMismatch, match="delete"):
+        load_checkpoint(tmp_path / "ckpt" / CHECKPOINT_FILE, compiled_vae(other, cfg, 4))
+
+
+def test_checkpoint_key_follows_training_params_and_data(tmp_path):
+    data = tmp_path / "mnist.npz"
+    data.write_bytes(b"one")
+    base = Params()
+    key = checkpoint_key(base, data)
+    assert key == checkpoint_key(base, data)
+    assert key != checkpoint_key(dataclasses.replace(
+        base, train=dataclasses.replace(base.train, epochs=3)), data)
+    assert key != checkpoint_key(dataclasses.replace(
+        base, model=dataclasses.replace(base.model, latent_dim=3)), data)
+    assert key == checkpoint_key(dataclasses.replace(  # training never reads the test set
+        base, data=dataclasses.replace(base.data, test_limit=5)), data)
+    data.write_bytes(b"two")
+    assert key != checkpoint_key(base, data)
+
+
+# --- resume after SIGKILL ----------------------------------------------------------------
+
+DRIVER = textwrap.dedent("""
+    import json, sys, time
+    from pathlib import Path
+    import keras
+    import numpy as np
+    from mnist_vae.config import DataConfig, ModelConfig, TrainConfig, parse_section
+    from mnist_vae.data import Splits
+    from mnist_vae.training import train
+
+    spec = json.loads(Path(sys.argv[1]).read_text())
+    arrays = np.load(spec["data"])
+    splits = Splits(**{k: arrays[k] for k in arrays.files})
+    model_cfg = parse_section(ModelConfig, spec["model"], "model")
+    cfg = parse_section(TrainConfig, spec["train"], "train")
+    data_cfg = parse_section(DataConfig, spec["data_cfg"], "data")
+
+    class Block(keras.callbacks.Callback):
+        # Mid-epoch: after the second step of epoch `block_epoch`, say so and hang.
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+        def on_train_batch_end(self, batch, logs=None):
+            if self.epoch == spec["block_epoch"] and batch == 1:
+                Path(spec["marker"]).write_text("blocked")
+                time.sleep(600)
+
+    callbacks = (Block(),) if spec.get("block_epoch") is not None else ()
+    result = train(splits, data_cfg, model_cfg, cfg, spec["checkpoint"], callbacks=callbacks,
+                   verbose=0)
+    np.savez(spec["out"], *result.model.get_weights(), progress=result.progress)
+    Path(spec["out"] + ".json").write_text(json.dumps(
+        {"facts": result.facts, "history": result.history}))
+""")
+
+
+def _run_driver(tmp_path, name, spec, block_epoch=None):
+    spec = {**spec, "block_epoch": block_epoch, "marker": str(tmp_path / f"{name}.blocked"),
+            "out": str(tmp_path / f"{name}.npz")}
+    spec_path = tmp_path / f"{name}.json"
+    spec_path.write_text(json.dumps(spec))
+    env = {**os.environ, "PYTHONPATH": str(SRC), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.Popen([sys.executable, str(tmp_path / "driver.py"), str(spec_path)],
+                            env=env), spec
+
+
+def _wait_for(path: Path, proc, timeout=240):
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"driver exited with {proc.returncode} before blocking"
+        assert time.monotonic() < deadline, f"{path} did not appear in {timeout} s"
+        time.sleep(0.2)
+
+
+def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(tmp_path):
+    (tmp_path / "driver.py").write_text(DRIVER)
+    data_cfg = dataclasses.replace(TINY_DATA, binarize="dynamic")
+    splits = _splits(data_cfg=data_cfg)
+    np.savez(tmp_path / "splits.npz", **dataclasses.asdict(splits))
+    cfg = dataclasses.replace(TINY_TRAIN, epochs=4, kl_warmup_epochs=2, lr_schedule="cosine")
+    spec = {"data": str(tmp_path / "splits.npz"), "model": dataclasses.asdict(TINY_MODEL),
+            "train": dataclasses.asdict(cfg), "data_cfg": dataclasses.asdict(data_cfg)}
+
+    killed, _ = _run_driver(tmp_path, "killed", {**spec, "checkpoint": str(tmp_path / "a")},
+                            block_epoch=2)
+    _wait_for(tmp_path / "killed.blocked", killed)
+    killed.send_signal(signal.SIGKILL)
+    assert killed.wait(timeout=60) == -signal.SIGKILL
+    assert not (tmp_path / "killed.npz").exists()
+    with np.load(tmp_path / "a" / CHECKPOINT_FILE) as npz:
+        assert json.loads(str(npz["state"]))["epochs_done"] == 2
+
+    resumed, resumed_spec = _run_driver(tmp_path, "resumed",
+                                        {**spec, "checkpoint": str(tmp_path / "a")})
+    straight, straight_spec = _run_driver(tmp_path, "straight",
+                                          {**spec, "checkpoint": str(tmp_path / "b")})
+    assert resumed.wait(timeout=240) == 0 and straight.wait(timeout=240) == 0
+
+    a = json.loads(Path(resumed_spec["out"] + ".json").read_text())
+    b = json.loads(Path(straight_spec["out"] + ".json").read_text())
+    assert a["facts"]["resumed_from_epoch"] == 2 and b["facts"]["resumed_from_epoch"] == 0
+    assert a["history"] == b["history"]  # every epoch's metrics, bit for bit
+    assert len(a["history"]) == 4
+    with np.load(resumed_spec["out"]) as wa, np.load(straight_spec["out"]) as wb:
+        assert wa.files == wb.files
+        for key in wa.files:
+            np.testing.assert_array_equal(wa[key], wb[key], err_msg=key)
