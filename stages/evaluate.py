@@ -2,12 +2,12 @@
 
 import dataclasses
 
-from mnist_vae.model import load_vae
-
 from mnist_vae.classifier import load_classifier
 from mnist_vae.config import load_params
 from mnist_vae.data import load_arrays, split
-from mnist_vae.evaluation import evaluate, write_json
+from mnist_vae.evaluation import evaluate
+from mnist_vae.files import write_json
+from mnist_vae.model import load_vae
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ import dataclasses
 from mnist_vae.classifier import accuracy, save_classifier, train_classifier
 from mnist_vae.config import load_params
 from mnist_vae.data import load_splits
-from mnist_vae.evaluation import write_json
+from mnist_vae.files import write_json
 
 
 def main() -> None:

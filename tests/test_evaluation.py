@@ -9,6 +9,7 @@ import pytest
 from mnist_vae import evaluation as ev
 from mnist_vae.classifier import Predictions, build_classifier
 from mnist_vae.config import ClassifierConfig, EvaluateConfig
+from mnist_vae.files import write_json
 from toy_models import ConstantVAE, LinearGaussianVAE, ToyImageVAE
 
 LN2 = math.log(2.0)
@@ -275,7 +276,7 @@ def test_evaluate_writes_a_stable_readable_key_set(tmp_path):
     assert b["bits_per_dim"] == pytest.approx(b["neg_elbo"] / (784 * LN2))
     assert metrics["test"]["active_units"] == 2  # the toy's third latent is a constant
     path = tmp_path / "metrics" / "eval.json"
-    ev.write_json(path, metrics)
+    write_json(path, metrics)
     assert json.loads(path.read_text()) == json.loads(json.dumps(metrics))
     assert [p.name for p in path.parent.iterdir()] == ["eval.json"]  # no temp file left
 

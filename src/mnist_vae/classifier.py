@@ -6,7 +6,6 @@ Its softmax says which digit a sample shows and how sure it is; its penultimate 
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ import keras
 import numpy as np
 
 from mnist_vae.config import ClassifierConfig
+from mnist_vae.files import atomic_path
 
 FEATURES_LAYER = "features"
 NUM_CLASSES = 10
@@ -94,14 +94,8 @@ def predict(model: keras.Model, images: np.ndarray, batch_size: int = 1000) -> P
 
 def save_classifier(model: keras.Model, path: str | Path) -> None:
     """Write the native .keras file atomically: a killed run leaves no half-written model."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.keras")
-    try:
+    with atomic_path(path) as tmp:
         model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_classifier(path: str | Path) -> keras.Model:

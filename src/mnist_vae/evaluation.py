@@ -10,14 +10,11 @@ known distributions can check the arithmetic.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -274,19 +271,6 @@ def evaluate_likelihood(
     test["latent_dim"] = int(means.shape[1])
     seconds["active_units"] = time.perf_counter() - start
     return test, per_class, seconds
-
-
-def write_json(path: str | Path, obj: Any) -> None:
-    """Write JSON atomically (temp file + rename): readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
 
 
 # --- the whole evaluation ----------------------------------------------------------------

@@ -7,7 +7,6 @@ the same bytes: seeded numpy draws, no PNG metadata, fixed compression.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from scipy import stats
 
 from mnist_vae.config import RenderConfig
 from mnist_vae.evaluation import decode_means, encode
+from mnist_vae.files import atomic_path
 
 BACKGROUND = 64  # grey: tiles are black-backed digits, gutters must still show
 LABEL_COLOUR = 235
@@ -91,14 +91,8 @@ def compose(
 
 def save_png(image: Image.Image, path: str | Path) -> None:
     """Write a PNG with no metadata, atomically, so reruns give identical bytes."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         image.save(tmp, format="PNG", optimize=False, compress_level=9)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # --- the pictures ------------------------------------------------------------------------
@@ -145,7 +139,7 @@ def interpolation_classes(rows: int, rng: np.random.Generator) -> list[tuple[int
 
 def interpolations_grid(model: Any, x: np.ndarray, labels: np.ndarray,
                         cfg: RenderConfig) -> Image.Image:
-    """Each row: a test digit, the decoded straight walk from its code to another digit's, it."""
+    """Each row: a test digit, the decoded straight walk between the codes, the other digit."""
     rng = np.random.default_rng(cfg.seed)
     pairs = interpolation_classes(cfg.interpolation_rows, rng)
     starts = pick_per_class(labels, [a for a, _ in pairs], 1, rng)[:, 0]

@@ -1,0 +1,69 @@
+"""The digit classifier: it learns a tiny synthetic task, exposes its features, saves safely."""
+
+import keras
+import numpy as np
+import pytest
+
+from mnist_vae.classifier import (
+    FEATURES_LAYER,
+    ClassifierError,
+    accuracy,
+    build_classifier,
+    load_classifier,
+    predict,
+    save_classifier,
+    train_classifier,
+)
+from mnist_vae.config import ClassifierConfig
+
+TINY = ClassifierConfig(epochs=6, batch_size=32, features=16, learning_rate=3e-3)
+
+
+def _synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Class d = a bright 6x6 square at one of ten places, on noise: learnable in seconds."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n)
+    images = rng.random((n, 28, 28, 1)).astype(np.float32) * 0.3
+    for i, d in enumerate(labels):
+        r, c = divmod(int(d), 5)
+        images[i, 4 + 12 * r : 10 + 12 * r, 2 + 5 * c : 8 + 5 * c] = 1.0
+    return images, labels
+
+
+def test_classifier_learns_a_tiny_set_and_reports_its_facts():
+    x, y = _synthetic_digits(400, seed=0)
+    x_test, y_test = _synthetic_digits(200, seed=1)
+    model, facts = train_classifier(x, y, TINY, verbose=0)
+    assert accuracy(model, x_test, y_test) > 0.9
+    assert facts["train_images"] == 400 and facts["epochs"] == 6
+    assert 0.0 <= facts["train_accuracy"] <= 1.0 and facts["images_per_s"] > 0
+
+
+def test_predict_returns_probabilities_and_penultimate_features():
+    model = build_classifier(TINY)
+    assert model.get_layer(FEATURES_LAYER).units == 16
+    x, _ = _synthetic_digits(30, seed=2)
+    out = predict(model, x, batch_size=7)
+    assert out.probs.shape == (30, 10) and out.features.shape == (30, 16)
+    np.testing.assert_allclose(out.probs.sum(axis=1), 1.0, rtol=1e-5)
+    assert np.all(out.features >= 0)  # relu features
+
+
+def test_saved_classifier_loads_with_the_same_predictions(tmp_path):
+    model = build_classifier(TINY)
+    path = tmp_path / "models" / "classifier.keras"
+    save_classifier(model, path)
+    assert [p.name for p in path.parent.iterdir()] == ["classifier.keras"]
+    x, _ = _synthetic_digits(10, seed=3)
+    np.testing.assert_allclose(predict(load_classifier(path), x).probs, predict(model, x).probs,
+                               rtol=1e-6)
+
+
+def test_loading_refuses_missing_files_and_models_without_features(tmp_path):
+    with pytest.raises(ClassifierError, match="run `dvc repro train_classifier` first"):
+        load_classifier(tmp_path / "nope.keras")
+    inputs = keras.Input((28, 28, 1))
+    other = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(inputs)))
+    other.save(tmp_path / "other.keras")
+    with pytest.raises(ClassifierError, match="no layer named 'features'"):
+        load_classifier(tmp_path / "other.keras")
