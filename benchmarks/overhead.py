@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 RENDER_PARAM = ("render", "scale")  # read by the render stage only
+GIT_IDENTITY = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.invalid",
+                "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@example.invalid"}
 IGNORED = {".venv", ".git", "benchmarks", ".pytest_cache", ".ruff_cache", "__pycache__"}
 
 
@@ -76,20 +78,22 @@ def is_built(repo: Path, env: dict) -> tuple[bool, str]:
     return True, ""
 
 
-def _copy_repo(repo: Path, into: Path) -> Path:
-    """Copy the repository (git-tracked files, data, models, DVC cache) without the venv."""
+def _copy_repo(repo: Path, into: Path, env: dict) -> Path:
+    """Copy the repository (its files, data, models, DVC cache) without the venv, as a git
+    repository of its own with everything git does not ignore committed."""
     target = into / repo.name
     shutil.copytree(repo, target, symlinks=True,
                     ignore=lambda d, names: [n for n in names if n in IGNORED])
-    # dvc needs a git repository: give the copy its own, with the same tracked files
-    subprocess.run(["git", "init", "-q"], cwd=target, check=True)
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "benchmark copy"]):
+        subprocess.run(["git", *args], cwd=target, env=env, check=True, capture_output=True)
     return target
 
 
 def stage_env(repo: Path) -> dict:
     """Stages run `python`: make it this interpreter, importing `repo`'s own code."""
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    return {**os.environ, "PATH": path, "PYTHONPATH": str(repo / "src")}
+    return {**os.environ, **GIT_IDENTITY, "PATH": path, "PYTHONPATH": str(repo / "src"),
+            "DVC_NO_ANALYTICS": "1"}
 
 
 def measure_overhead(repo: Path) -> dict:
@@ -100,7 +104,7 @@ def measure_overhead(repo: Path) -> dict:
     if not built:
         return {"status": "skipped", "note": why}
     with tempfile.TemporaryDirectory(prefix="mnist-vae-bench-") as tmp:
-        copy = _copy_repo(repo, Path(tmp))
+        copy = _copy_repo(repo, Path(tmp), env)
         env = stage_env(copy)
         _timed([*DVC, "status"], copy, env)  # warm DVC's hash cache in the fresh copy
         noop_s, noop_out = _timed([*DVC, "repro"], copy, env)

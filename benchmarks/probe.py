@@ -72,6 +72,7 @@ class Probe:
         train_s = self.curve[-1]["train_s"]
         return {
             "train_s": train_s,
+            "ended_by": "budget" if train_s >= self.budget_s else "schedule",
             "cpu_s": self.cpu_s(),
             "probe_s": self.eval_s,
             "images": self.images,

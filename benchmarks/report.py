@@ -64,7 +64,7 @@ def models_table(results: dict) -> str:
     for name, r in results["models"].items():
         if r.get("status") != "ok":
             rows.append([f"`{name}`", r.get("status", "?") + ": " + r.get("note", "")]
-                        + [""] * 8)
+                        + [""] * 9)
             continue
         t, f, target = r["train"], r["final"], r.get("target") or {}
         tenth = fmt(target.get("val_neg_elbo"))
@@ -72,16 +72,19 @@ def models_table(results: dict) -> str:
             tenth += f" (epoch {target['epoch']})"
         if r.get("reference_10_epoch") is not None:
             tenth += f" [issue: {fmt(r['reference_10_epoch'])}]"
+        trained = fmt(t["train_s"], 0) + (" (own end)" if t.get("ended_by") == "schedule" else "")
         rows.append([
-            f"`{name}`", fmt(r.get("n_params")), fmt(t["images_per_s"], 0),
+            f"`{name}`", fmt(r.get("n_params")), trained, fmt(t["images_per_s"], 0),
             fmt(t["images"] / n_train, 1) if n_train else fmt(t["epochs"]),
             tenth, fmt(f.get("test_neg_elbo")), fmt(f.get("iwae_nll")),
             fmt(f.get("recognisable"), 3), fmt(f.get("class_entropy"), 3),
             fmt(f.get("frechet")),
         ])
-    return table(["model", "parameters", "images/s", "epochs", "val −ELBO at epoch 10",
-                  "test −ELBO", "IWAE NLL", "recognisable", "class entropy", "Fréchet"],
-                 rows)
+    return table(["model", "parameters", "training s", "images/s", "epochs",
+                  "val −ELBO at epoch 10", "test −ELBO", "IWAE NLL", "recognisable",
+                  "class entropy", "Fréchet"], rows) + (
+        "\n\n*own end*: the model's own epoch count or early stopping ended its training "
+        "before the budget.")
 
 
 def targets_table(results: dict) -> str:

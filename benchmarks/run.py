@@ -59,6 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="CPU threads per model for TensorFlow and torch (default 0: their own "
                         "default, every core); 1 is steadier on a machine shared with others")
     p.add_argument("--no-overhead", action="store_true", help="skip the dvc repro timings")
+    p.add_argument("--overhead-repo", type=Path, default=REPO,
+                   help="the built repository whose `dvc repro` is timed (default: this one)")
     p.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     p.add_argument("--readme", type=Path, default=None,
                    help="refresh this README's Benchmark block (reference runs only)")
@@ -235,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
                   for name in args.models}
         sizes = next((m["data_sizes"] for m in models.values() if "data_sizes" in m), {})
         overhead = ({"status": "skipped", "note": "--no-overhead"} if args.no_overhead
-                    else measure_overhead(REPO))
+                    else measure_overhead(args.overhead_repo))
     results = assemble(args, dataclasses.asdict(settings), models, overhead, sizes)
     json_path, md_path = write_results(results, args.out_dir)
     print(f"[bench] wrote {json_path} and {md_path}")

@@ -147,7 +147,7 @@ def test_probe_excludes_evaluation_time_and_stops_at_the_budget():
     probe.step(100)
     assert probe.done()
     facts = probe.finish()
-    assert facts["train_s"] == pytest.approx(10.0)
+    assert facts["train_s"] == pytest.approx(10.0) and facts["ended_by"] == "budget"
     assert facts["images"] == 1000 and facts["epochs"] == 1
     assert facts["images_per_s"] == pytest.approx(100.0)
     times = [p["train_s"] for p in facts["curve"]]
@@ -176,7 +176,7 @@ def fixture_results():
     models = fixture_models()
     for m in models.values():
         if m["status"] == "ok":
-            m["train"].update(images=55000 * 3, epochs=3)
+            m["train"].update(images=55000 * 3, epochs=3, train_s=60.0, ended_by="budget")
             m["final"].setdefault("recognisable", 0.5)
             m["final"].setdefault("class_entropy", 0.9)
             m.update(n_params=1234, load_before=0.1, load_after=1.9)
@@ -203,7 +203,7 @@ def test_report_renders_every_table_with_the_numbers():
     text = report.render(fixture_results())
     assert "Not a reference run** (budget 60 s)" in text
     assert "Test CPU, 2 usable cores of 2, 24 GiB; python 3.11.9" in text
-    assert "| `ours` | 1,234 | 3,000 | 3.0 |" in text
+    assert "| `ours` | 1,234 | 60 | 3,000 | 3.0 |" in text
     assert "| `broken` | failed: exit 1 |" in text
     assert "| `ours` | 13.5 s (0.56×) |" in text  # time to the MLP's target, vs its 24 s
     assert "| `mlp` | 24.0 s (1.00×) |" in text
