@@ -167,8 +167,9 @@ TRAINERS = {
 }
 
 
-def measure(name: str, settings: Settings) -> dict:
-    """Train `name` for the budget, probing its curve, then compute its final numbers."""
+def measure(name: str, settings: Settings) -> tuple[dict, Any]:
+    """Train `name` for the budget, probing its curve, then compute its final numbers;
+    returns them with the trained model."""
     spec = MODELS[name]
     splits, params = shared_splits(settings)
     keras.utils.set_random_seed(settings.seed)
@@ -196,7 +197,7 @@ def measure(name: str, settings: Settings) -> dict:
         final=final_metrics(model, splits, settings),
         load_after=os.getloadavg()[0],
     )
-    return result
+    return result, model
 
 
 def train_judge(settings: Settings, path: str | Path) -> None:
@@ -209,12 +210,24 @@ def train_judge(settings: Settings, path: str | Path) -> None:
     classifier.save_classifier(model, path)
 
 
+SAMPLES_FOR_PICTURE = 12
+
+
+def samples_path(out_path: str | Path) -> Path:
+    """Where a model's picture samples go, next to its result."""
+    return Path(out_path).with_suffix(".samples.npy")
+
+
 def main(argv: list[str]) -> int:
     if argv[0] == "--train-classifier":
         train_judge(Settings.from_json(argv[1]), argv[2])
         return 0
     name, settings_path, out_path = argv
-    result = measure(name, Settings.from_json(settings_path))
+    settings = Settings.from_json(settings_path)
+    result, model = measure(name, settings)
+    samples = evaluation.prior_samples(model, SAMPLES_FOR_PICTURE, settings.seed,
+                                       SAMPLES_FOR_PICTURE)
+    np.save(samples_path(out_path), samples)
     Path(out_path).write_text(json.dumps(result, indent=1))
     return 0
 

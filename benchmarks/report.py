@@ -146,8 +146,16 @@ def overhead_table(results: dict) -> str:
     ])
 
 
-def render(results: dict, heading: str = "##") -> str:
-    """The whole report as Markdown; `heading` is the level of its section titles."""
+def samples_lines(results: dict, picture_dir: str) -> list[str]:
+    picture = results.get("samples_picture")
+    if not picture:
+        return []
+    return [f"Prior samples, one row per model: ![prior samples]({picture_dir}{picture})", ""]
+
+
+def render(results: dict, heading: str = "##", picture_dir: str = "") -> str:
+    """The whole report as Markdown; `heading` is the level of its section titles and
+    `picture_dir` the path from the Markdown file to the results directory."""
     warning = ""
     if not results.get("reference_run"):
         warning = ("\n> **Not a reference run** (" + results.get("why_not_reference", "") +
@@ -169,6 +177,7 @@ def render(results: dict, heading: str = "##") -> str:
         "",
         models_table(results),
         "",
+        *samples_lines(results, picture_dir),
         f"{sub} Time to reach each baseline's 10-epoch validation −ELBO",
         "",
         "Training seconds; in brackets, against the baseline's own time to it.",

@@ -207,9 +207,28 @@ def assemble(args, settings: dict, models: dict, overhead: dict, sizes: dict) ->
     }
 
 
+def samples_picture(models: dict, work: Path, path: Path) -> str | None:
+    """One row of prior samples per model, labelled: what the numbers look like."""
+    rows = {name: work / f"{name}.samples.npy" for name, r in models.items()
+            if r.get("status") == "ok" and (work / f"{name}.samples.npy").is_file()}
+    if not rows:
+        return None
+    import numpy as np  # noqa: PLC0415 (rendering pulls in TensorFlow: only when needed)
+
+    from mnist_vae.rendering import compose, save_png  # noqa: PLC0415
+
+    tiles = np.stack([np.load(p)[..., 0] for p in rows.values()])
+    save_png(compose(tiles, scale=2, gutter=2, row_labels=list(rows)), path)
+    return path.name
+
+
+def results_stem(results: dict) -> str:
+    return results["date"] + (f"-{results['label']}" if results.get("label") else "")
+
+
 def write_results(results: dict, out_dir: Path) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = results["date"] + (f"-{results['label']}" if results.get("label") else "")
+    stem = results_stem(results)
     json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
     json_path.write_text(json.dumps(results, indent=1) + "\n")
     md_path.write_text("# " + report.render(results, heading="#").lstrip("# ") + "\n")
@@ -238,13 +257,17 @@ def main(argv: list[str] | None = None) -> int:
         sizes = next((m["data_sizes"] for m in models.values() if "data_sizes" in m), {})
         overhead = ({"status": "skipped", "note": "--no-overhead"} if args.no_overhead
                     else measure_overhead(args.overhead_repo))
-    results = assemble(args, dataclasses.asdict(settings), models, overhead, sizes)
+        results = assemble(args, dataclasses.asdict(settings), models, overhead, sizes)
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        picture = args.out_dir / f"{results_stem(results)}-samples.png"
+        results["samples_picture"] = samples_picture(models, work, picture)
     json_path, md_path = write_results(results, args.out_dir)
     print(f"[bench] wrote {json_path} and {md_path}")
     if args.readme:
         if results["reference_run"]:
-            args.readme.write_text(report.update_readme(args.readme.read_text(),
-                                                        report.render(results, heading="###")))
+            relative = os.path.relpath(args.out_dir.resolve(), args.readme.resolve().parent)
+            block = report.render(results, heading="###", picture_dir=f"{relative}/")
+            args.readme.write_text(report.update_readme(args.readme.read_text(), block))
             print(f"[bench] refreshed the Benchmark block of {args.readme}")
         else:
             print(f"[bench] {args.readme} left alone: not a reference run "

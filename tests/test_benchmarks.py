@@ -211,6 +211,10 @@ def test_report_renders_every_table_with_the_numbers():
     assert "| after `render.scale=3` | 9.87 | render |" in text
     assert "| nothing changed | 1.23 | none |" in text
     assert "`ours` 0.1 → 1.9" in text
+    assert "![prior samples]" not in text
+    results = {**fixture_results(), "samples_picture": "2026-11-25-samples.png"}
+    linked = report.render(results, picture_dir="benchmarks/results/")
+    assert "![prior samples](benchmarks/results/2026-11-25-samples.png)" in linked
 
 
 def test_report_says_why_overhead_was_not_measured():
