@@ -182,14 +182,17 @@ def reference_run(args, settings) -> tuple[bool, str]:
 
 
 def assemble(args, settings: dict, models: dict, overhead: dict, sizes: dict) -> dict:
-    """Results with the cross-model figures (times to targets, ratios, bars) computed."""
+    """Results with the cross-model figures (times to targets, ratios, bars) computed; a run
+    that is not a reference run is always labelled (`partial` unless --label says otherwise),
+    so its files never pass for one."""
     ok, why = reference_run(args, settings)
+    label = args.label or (None if ok else "partial")
     iwae_k = next((m["final"]["iwae_k"] for m in models.values() if m.get("status") == "ok"),
                   None)
     return {
         "schema": 1,
         "date": dt.date.today().isoformat(),
-        "label": args.label,
+        "label": label,
         "reference_run": ok,
         "why_not_reference": why,
         "settings": settings,

@@ -298,3 +298,22 @@ def test_overhead_times_noop_and_render_only_repro_on_a_real_dvc_repo(tmp_path):
 def test_overhead_is_skipped_with_a_reason_when_the_pipeline_is_not_built(tmp_path):
     result = overhead.measure_overhead(tmp_path)
     assert result == {"status": "skipped", "note": "no dvc.lock: run `make repro` first"}
+
+
+# --- the run's bookkeeping -------------------------------------------------------------------
+
+def test_only_a_full_600_s_run_of_every_model_is_a_reference_run_others_are_labelled():
+    from benchmarks import run
+
+    empty = {"data": {}, "evaluate": {}, "classifier": {}}
+    reference = run.assemble(run.parse_args([]), empty, {}, {}, {})
+    assert reference["reference_run"] and reference["label"] is None
+    assert reference["machine"]["logical_cores"] >= 1
+    quick = run.assemble(run.parse_args(["--budget", "60"]), empty, {}, {}, {})
+    assert not quick["reference_run"] and quick["label"] == "partial"
+    assert quick["why_not_reference"] == "budget 60 s"
+    smoke_args = run.parse_args(["--smoke"])
+    assert smoke_args.budget == run.SMOKE["budget"] and smoke_args.train_limit == 5000
+    smoke = run.assemble(smoke_args, {**empty, "data": {"train_limit": 5000}}, {}, {}, {})
+    assert smoke["label"] == "smoke" and "data or evaluation overridden" in smoke[
+        "why_not_reference"]
