@@ -170,6 +170,7 @@ TRAINERS = {
 def measure(name: str, settings: Settings) -> tuple[dict, Any]:
     """Train `name` for the budget, probing its curve, then compute its final numbers;
     returns them with the trained model."""
+    set_threads(settings.threads)  # before TensorFlow starts its runtime
     spec = MODELS[name]
     splits, params = shared_splits(settings)
     keras.utils.set_random_seed(settings.seed)
@@ -183,7 +184,6 @@ def measure(name: str, settings: Settings) -> tuple[dict, Any]:
         "data_sizes": {"train": len(splits.x_train), "val": len(splits.x_val),
                        "test": len(splits.x_test)},
     }
-    set_threads(settings.threads)
     if name in TRAINERS:
         model = TRAINERS[name](splits, probe, settings)
     else:
@@ -202,6 +202,7 @@ def measure(name: str, settings: Settings) -> tuple[dict, Any]:
 
 def train_judge(settings: Settings, path: str | Path) -> None:
     """Train the digit classifier on the shared split's training images and save it."""
+    set_threads(settings.threads)
     splits, params = shared_splits(settings)
     cfg = dataclasses.replace(params.classifier, **settings.classifier)
     model, facts = classifier.train_classifier(splits.x_train, splits.y_train, cfg, verbose=2)
