@@ -10,7 +10,9 @@ What differs from the originals is only what a fair comparison needs: every mode
 our training split (the keras.io example trains on train+test), and each decoder exposes its
 logits (the originals end in a sigmoid; the loss applies that sigmoid, so training is the same
 computation). Each model offers encode -> (mean, log_var), decode_logits, decode, sample,
-reconstruct, latent_dim and likelihood, so one evaluation path serves every model.
+reconstruct, latent_dim and likelihood, so one evaluation path serves every model. The
+pytorch example's per-epoch extras (a test pass, sample PNGs) are left out: they would only
+slow that baseline down.
 """
 
 from __future__ import annotations
