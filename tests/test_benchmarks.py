@@ -317,3 +317,6 @@ def test_only_a_full_600_s_run_of_every_model_is_a_reference_run_others_are_labe
     smoke = run.assemble(smoke_args, {**empty, "data": {"train_limit": 5000}}, {}, {}, {})
     assert smoke["label"] == "smoke" and "data or evaluation overridden" in smoke[
         "why_not_reference"]
+    skipped = run.assemble(run.parse_args([]), empty,
+                           {"pytorch_mlp": {"status": "skipped", "note": "no torch"}}, {}, {})
+    assert not skipped["reference_run"] and skipped["why_not_reference"] == "pytorch_mlp skipped"
