@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from helpers import clone_repo, pipeline_env, run, run_dvc
 
 pytestmark = pytest.mark.slow
@@ -107,5 +108,6 @@ def test_retrain_reruns_only_what_changed_reports_it_and_pushes(origin, tmp_path
     reader = fresh_clone(origin_repo, tmp_path / "reader", "retrained")
     run_dvc(reader, "pull", env=pipeline_env(reader))
     assert json.loads(run_dvc(reader, "status", "--json", env=pipeline_env(reader)).stdout) == {}
-    assert (reader / "models" / "vae.keras").read_bytes() == (ci / "models" / "vae.keras").read_bytes()
+    model = Path("models") / "vae.keras"
+    assert (reader / model).read_bytes() == (ci / model).read_bytes()
 
