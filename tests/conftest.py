@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import copy_repo, pipeline_env, run_dvc
+from helpers import clone_repo, copy_repo, git, pipeline_env, run_dvc, set_params
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -46,6 +46,30 @@ def downloaded_repo(tmp_path_factory, shared_mirror) -> Path:
     repo = copy_repo(tmp_path_factory.mktemp("downloaded") / "repo")
     run_dvc(repo, "repro", "download",
             env=pipeline_env(repo, MNIST_VAE_SOURCE=str(shared_mirror)))
+    return repo
+
+
+# The whole DAG on a small subset: seconds per stage, yet every stage does real work.
+TINY_PIPELINE = {
+    "data": {"train_limit": 2000, "test_limit": 500},
+    "train": {"epochs": 2},
+    "classifier": {"epochs": 1},
+    "evaluate": {"iwae_samples": 8, "iwae_images": 100, "prior_samples": 300},
+}
+
+
+@pytest.fixture(scope="session")
+def built_repo(downloaded_repo, tmp_path_factory) -> Path:
+    """A committed repo copy where `dvc repro` ran every stage once on TINY_PIPELINE.
+
+    Its MLflow store is the embedded default (<repo>/mlflow.db). Treat it as read-only:
+    `clone_repo(built_repo, tmp_path / "repo")` gives a test its own copy.
+    """
+    repo = clone_repo(downloaded_repo, tmp_path_factory.mktemp("built") / "repo")
+    set_params(repo, TINY_PIPELINE)
+    run_dvc(repo, "repro", env=pipeline_env(repo), timeout=1200)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "tiny pipeline built")
     return repo
 
 

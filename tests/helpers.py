@@ -91,6 +91,28 @@ def run_dvc(repo: Path, *args: str, env: Mapping[str, str], check: bool = True,
     return run([sys.executable, "-m", "dvc", *args], repo, env, check=check, timeout=timeout)
 
 
+def git(repo: Path, *args: str) -> str:
+    """Run `git <args>` in `repo` with a test identity; return its stripped stdout."""
+    return run(["git", *args], repo, pipeline_env(repo)).stdout.strip()
+
+
+def set_params(repo: Path, overrides: Mapping[str, Mapping]) -> None:
+    """Change params.yaml in `repo`: {section: {key: value}}, one level deep per section."""
+    import yaml
+
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for section, values in overrides.items():
+        params[section].update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def stages_run(dvc_output: str) -> list[str]:
+    """The stages a `dvc repro` / `dvc exp run` output says it ran, in order."""
+    return [line.split("'")[1] for line in dvc_output.splitlines()
+            if line.startswith("Running stage '")]
+
+
 def run_stage(repo: Path, name: str, env: Mapping[str, str], *, check: bool = True,
               timeout: float = 600) -> subprocess.CompletedProcess:
     """Run `python stages/<name>.py` in `repo` directly, without DVC."""
