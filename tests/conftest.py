@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from helpers import clone_repo, copy_repo, git, pipeline_env, run_dvc, set_params
 
@@ -49,24 +50,18 @@ def downloaded_repo(tmp_path_factory, shared_mirror) -> Path:
     return repo
 
 
-# The whole DAG on a small subset: seconds per stage, yet every stage does real work.
-TINY_PIPELINE = {
-    "data": {"train_limit": 2000, "test_limit": 500},
-    "train": {"epochs": 2},
-    "classifier": {"epochs": 1},
-    "evaluate": {"iwae_samples": 8, "iwae_images": 100, "prior_samples": 300},
-}
+CI_OVERLAY = "configs/ci.yaml"  # the small-subset settings CI and the e2e tests use
 
 
 @pytest.fixture(scope="session")
 def built_repo(downloaded_repo, tmp_path_factory) -> Path:
-    """A committed repo copy where `dvc repro` ran every stage once on TINY_PIPELINE.
+    """A committed repo copy where `dvc repro` ran every stage once with the CI overlay.
 
     Its MLflow store is the embedded default (<repo>/mlflow.db). Treat it as read-only:
     `clone_repo(built_repo, tmp_path / "repo")` gives a test its own copy.
     """
     repo = clone_repo(downloaded_repo, tmp_path_factory.mktemp("built") / "repo")
-    set_params(repo, TINY_PIPELINE)
+    set_params(repo, yaml.safe_load((repo / CI_OVERLAY).read_text()))
     run_dvc(repo, "repro", env=pipeline_env(repo), timeout=1200)
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "tiny pipeline built")
