@@ -48,5 +48,8 @@ ui: $(STAMP)  ## Serve the MLflow UI on http://127.0.0.1:$(PORT) over the local 
 plots: $(STAMP)  ## Render every DVC plot to dvc_plots/index.html
 	$(BIN)/dvc plots show
 
+retrain: $(STAMP)  ## Pull, reproduce, push on main, and report what changed (as CI does)
+	PATH="$(CURDIR)/$(BIN):$$PATH" DVC=$(BIN)/dvc scripts/retrain.sh
+
 clean:  ## Remove .venv and caches (keeps data, models and the MLflow store)
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -78,6 +78,13 @@ def write_source_dir(directory: Path, files=FILES, manifest: str | None = None) 
     return directory
 
 
+@pytest.fixture(autouse=True)
+def no_proxy(monkeypatch):
+    """Tests talk to 127.0.0.1 only: never route them through a proxy set in the env."""
+    monkeypatch.setenv("NO_PROXY", "*")
+    monkeypatch.setenv("no_proxy", "*")
+
+
 @pytest.fixture
 def serve():
     """Start FileServers (same arguments); all are closed when the test ends."""
