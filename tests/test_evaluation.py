@@ -8,8 +8,15 @@ import pytest
 
 from mnist_vae import evaluation as ev
 from mnist_vae.classifier import Predictions, build_classifier
-from mnist_vae.config import ClassifierConfig, EvaluateConfig
+from mnist_vae.config import (
+    ClassifierConfig,
+    DecoderConfig,
+    EncoderConfig,
+    EvaluateConfig,
+    ModelConfig,
+)
 from mnist_vae.files import write_json
+from mnist_vae.model import build_vae
 from toy_models import ConstantVAE, LinearGaussianVAE, ToyImageVAE
 
 LN2 = math.log(2.0)
@@ -291,3 +298,27 @@ def test_evaluate_adds_the_binarised_view_when_the_model_learned_binary_pixels()
     assert metrics["meta"]["trained_view"] == "bernoulli_binarized"
     assert (metrics["test"]["bernoulli_binarized"]["neg_elbo"]
             != metrics["test"]["bernoulli"]["neg_elbo"])
+
+
+# --- the real VAE ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_evaluate_runs_on_a_real_vae_of_either_likelihood(likelihood):
+    tiny = ModelConfig(
+        latent_dim=3, likelihood=likelihood,
+        encoder=EncoderConfig(filters=(4, 8), kernel_sizes=(3, 3), strides=(2, 2)),
+        decoder=DecoderConfig(reshape=(7, 7, 4), filters=(8, 4), kernel_sizes=(3, 3),
+                              strides=(2, 2)),
+    )
+    grey, labels = _toy_test_set(40)
+    cfg = EvaluateConfig(iwae_samples=3, iwae_images=10, prior_samples=30, batch_size=16)
+    metrics = ev.evaluate(build_vae(tiny), build_classifier(ClassifierConfig(features=8)),
+                          grey, labels, None, cfg)
+    assert metrics["meta"]["trained_view"] == likelihood
+    for view in metrics["test"].values():
+        if isinstance(view, dict):
+            assert all(math.isfinite(v) for v in view.values())
+    if likelihood == "gaussian":
+        gap = metrics["test"]["gaussian"]["rec_nll"] - metrics["test"]["sse"]
+        assert gap == pytest.approx(392 * math.log(math.pi), rel=1e-5)

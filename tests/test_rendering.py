@@ -124,6 +124,9 @@ def test_progress_grid_has_one_labelled_row_per_shown_epoch():
     margin = rd.label_width(labels)
     assert image.size == (margin + 16 * 58 + 2, 10 * 58 + 2)
     np.testing.assert_array_equal(_tile(image, margin + 2, 2 + 9 * 58), rd.to_uint8(frames[24, 0]))
+    numbered = rd.progress_grid(frames[:3], CFG, epochs=np.array([5, 6, 7]))
+    assert numbered.size == (rd.label_width(["epoch 5", "epoch 6", "epoch 7"]) + 16 * 58 + 2,
+                             3 * 58 + 2)
     with pytest.raises(rd.RenderError, match=r"\[epochs, n, 28, 28\].*dvc repro train"):
         rd.progress_grid(np.zeros((3, 28, 28)), CFG)
 
@@ -142,8 +145,9 @@ def test_missing_inputs_name_the_fix(tmp_path):
 def test_render_all_writes_every_png_and_a_rerun_gives_identical_bytes(tmp_path):
     x, y = _test_set()
     frames = np.random.default_rng(1).random((3, 16, 28, 28)).astype(np.float32)
-    np.savez(tmp_path / "progress.npz", images=frames)
+    np.savez(tmp_path / "progress.npz", images=frames, epoch=np.array([2, 3, 4]))
     progress = rd.load_progress(tmp_path / "progress.npz")
+    np.testing.assert_array_equal(progress[1], [2, 3, 4])
     first = rd.render_all(ToyImageVAE(), x, y, progress, tmp_path / "a", CFG)
     second = rd.render_all(ToyImageVAE(), x, y, progress, tmp_path / "b", CFG)
     assert sorted(first) == ["interpolations", "manifold", "progress", "reconstructions",

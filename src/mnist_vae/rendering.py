@@ -189,7 +189,8 @@ def progress_rows(epochs: int, max_rows: int) -> np.ndarray:
     return np.unique(np.round(np.linspace(0, epochs - 1, max_rows)).astype(int))
 
 
-def progress_grid(images: np.ndarray, cfg: RenderConfig) -> Image.Image:
+def progress_grid(images: np.ndarray, cfg: RenderConfig,
+                  epochs: np.ndarray | None = None) -> Image.Image:
     """Rows = epochs (subsampled), columns = the same latent vectors decoded after that epoch."""
     images = np.asarray(images)
     if images.ndim == 5 and images.shape[-1] == 1:
@@ -199,31 +200,35 @@ def progress_grid(images: np.ndarray, cfg: RenderConfig) -> Image.Image:
             f"progress images must be [epochs, n, 28, 28] with at least one epoch, "
             f"got {images.shape}; rerun `dvc repro train`"
         )
+    epochs = np.arange(1, len(images) + 1) if epochs is None else np.asarray(epochs)
     rows = progress_rows(len(images), cfg.progress_rows)
-    labels = [f"epoch {r + 1}" for r in rows]
+    labels = [f"epoch {int(epochs[r])}" for r in rows]
     return compose(images[rows], cfg.scale, cfg.gutter, row_labels=labels)
 
 
-def load_progress(path: str | Path) -> np.ndarray:
-    """The train stage's per-epoch decodings of fixed latent vectors."""
+def load_progress(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """The train stage's per-epoch decodings of fixed latent vectors, and their epoch numbers."""
     path = Path(path)
     if not path.is_file():
         raise RenderError(f"{path}: no such file; run `dvc repro train` first")
     with np.load(path) as npz:
         if "images" not in npz:
             raise RenderError(f"{path}: no `images` array; rerun `dvc repro -f train`")
-        return npz["images"]
+        images = npz["images"]
+        epochs = npz["epoch"] if "epoch" in npz else np.arange(1, len(images) + 1)
+    return images, epochs
 
 
-def render_all(model: Any, x_test: np.ndarray, y_test: np.ndarray, progress: np.ndarray,
-               out_dir: str | Path, cfg: RenderConfig) -> dict[str, Path]:
+def render_all(model: Any, x_test: np.ndarray, y_test: np.ndarray,
+               progress: tuple[np.ndarray, np.ndarray], out_dir: str | Path,
+               cfg: RenderConfig) -> dict[str, Path]:
     """Draw every picture into out_dir; returns name -> path."""
     pictures = {
         "samples": lambda: samples_grid(model, cfg),
         "reconstructions": lambda: reconstructions_grid(model, x_test, y_test, cfg),
         "interpolations": lambda: interpolations_grid(model, x_test, y_test, cfg),
         "manifold": lambda: manifold_grid(model, x_test, cfg),
-        "progress": lambda: progress_grid(progress, cfg),
+        "progress": lambda: progress_grid(progress[0], cfg, epochs=progress[1]),
     }
     written = {}
     for name, draw in pictures.items():
