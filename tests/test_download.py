@@ -464,5 +464,5 @@ def test_dvc_repro_download_from_the_local_mirror(downloaded_repo, shared_mirror
     assert "Running stage" not in again.stdout
 
     clone = clone_repo(repo, tmp_path / "clone")  # what later e2e tests start from
-    status = run_dvc(clone, "status", env=pipeline_env(clone))
+    status = run_dvc(clone, "status", "download", env=pipeline_env(clone))
     assert "Data and pipelines are up to date." in status.stdout

@@ -112,7 +112,7 @@ def test_dvc_repro_downloads_then_trains_and_dvc_sees_the_metrics(ci_repo):
     assert load_vae(repo / "models" / "vae.keras").sample(2, seed=0).shape == (2, 28, 28, 1)
     shown = json.loads(run_dvc(repo, "metrics", "show", "--json", env=env).stdout)
     assert "best_epoch" in json.dumps(shown)
-    status = run_dvc(repo, "status", env=env).stdout
+    status = run_dvc(repo, "status", "train", env=env).stdout
     assert "Data and pipelines are up to date" in status
     assert run_dvc(repo, "repro", "train", env=env).stdout.count("didn't change") >= 1
 
