@@ -43,8 +43,9 @@ lock:  ## Re-resolve requirements.lock from pyproject.toml (needs network access
 	$(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links --extra dev --output-file requirements.lock pyproject.toml
 
 ui: $(STAMP)  ## Serve the MLflow UI on http://127.0.0.1:$(PORT) over the local store
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
-		--default-artifact-root $(CURDIR)/mlartifacts --host 127.0.0.1 --port $(PORT) --workers 1
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --workers 1 \
+		--backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
+		--default-artifact-root $(CURDIR)/mlartifacts --host 127.0.0.1 --port $(PORT)
 
 plots: $(STAMP)  ## Render every DVC plot to dvc_plots/index.html
 	$(BIN)/dvc plots show

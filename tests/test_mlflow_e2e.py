@@ -101,7 +101,8 @@ def tracking_server(tmp_path_factory):
     log = root / "server.log"
     proc = _start([VENV_BIN / "mlflow", "server", "--host", "127.0.0.1", "--port", port,
                    "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-                   "--artifacts-destination", root / "artifacts"], log, subprocess_env(), root)
+                   "--artifacts-destination", root / "artifacts"], log,
+                  subprocess_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"), root)
     try:
         seconds = _wait_ready(f"http://127.0.0.1:{port}/health", proc, log)
         print(f"mlflow server ready in {seconds:.1f} s")

@@ -199,13 +199,15 @@ def _git(*args: str) -> str | None:
     return done.stdout.rstrip("\n") if done.returncode == 0 else None
 
 
-def git_state() -> tuple[str | None, list[str] | None]:
-    """The HEAD commit and the tracked files that differ from it (dvc.lock excluded).
+def git_state(outputs: tuple[str, ...] = ()) -> tuple[str | None, list[str] | None]:
+    """The HEAD commit and the tracked files that differ from it, pipeline outputs excluded.
 
-    DVC rewrites dvc.lock while the pipeline runs, so it would make every run look dirty.
+    DVC rewrites dvc.lock and the pipeline's outputs (metrics, dvclive files, ...) while it
+    runs; counting them would make every run look dirty.
     """
     commit = _git("rev-parse", "HEAD") or os.environ.get("DVC_EXP_BASELINE_REV")
-    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!dvc.lock")
+    excluded = [f":(exclude){path}" for path in ("dvc.lock", *outputs)]
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", *excluded)
     changed = None if status is None else [line[3:] for line in status.splitlines()]
     return commit, changed
 
@@ -252,7 +254,7 @@ def provenance_checksums(path: Path) -> dict[str, str]:
 
 def run_tags(params: Params) -> dict[str, str]:
     """Tags that identify code and data: git commit + dirty tree, DVC experiment, checksums."""
-    commit, changed = git_state()
+    commit, changed = git_state(tuple(to_flat_dict(params.paths).values()))
     tags = {}
     if commit:
         tags["mlflow.source.git.commit"] = commit
