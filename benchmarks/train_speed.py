@@ -25,8 +25,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {"det": (True, False), "fast": (False, False), "xla": (False, True)}
 
 
-def measure(config: str | None, setting: str, steps: int) -> float:
-    """Images/s of the second epoch of `steps` steps (the first includes tracing)."""
+def measure(config: str | None, setting: str, steps: int) -> tuple[float, float]:
+    """Images/s and CPU ms per image of the second epoch of `steps` steps (the first traces).
+
+    CPU time is what the load of other processes changes least: it compares candidates on a
+    busy machine, and CPU seconds / cores bounds the wall time on quiet cores from below.
+    """
     import keras
     import numpy as np
 
@@ -41,13 +45,15 @@ def measure(config: str | None, setting: str, steps: int) -> float:
     configure_determinism(cfg)
     images = np.random.default_rng(0).random((steps * cfg.batch_size, 28, 28, 1), "float32")
     model = compiled_vae(params.model, cfg, steps)
-    times: list[float] = []
+    times: list[tuple[float, float]] = []
     timer = keras.callbacks.LambdaCallback(
-        on_epoch_begin=lambda e, logs: times.append(time.perf_counter()),
-        on_epoch_end=lambda e, logs: times.append(time.perf_counter()))
+        on_epoch_begin=lambda e, logs: times.append((time.perf_counter(), time.process_time())),
+        on_epoch_end=lambda e, logs: times.append((time.perf_counter(), time.process_time())))
     model.fit(training_batches(images, cfg, params.data.binarize == "dynamic"), epochs=2,
               steps_per_epoch=steps, callbacks=[timer], verbose=0)
-    return steps * cfg.batch_size / (times[3] - times[2])
+    images = steps * cfg.batch_size
+    (wall0, cpu0), (wall1, cpu1) = times[2], times[3]
+    return images / (wall1 - wall0), 1000 * (cpu1 - cpu0) / images
 
 
 def main() -> int:
@@ -67,21 +73,26 @@ def main() -> int:
     configs = [None, *args.config]
     settings = args.settings.split(",")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    results: dict[tuple, list[float]] = {(c, s): [] for c in configs for s in settings}
+    results: dict[tuple, list[tuple[float, float]]] = {(c, s): [] for c in configs
+                                                       for s in settings}
     for round_ in range(args.rounds):
         for key in results:
             out = subprocess.run(
                 [sys.executable, __file__, "--steps", str(args.steps), "--child", json.dumps(key)],
                 env=env, capture_output=True, text=True, check=True)
-            results[key].append(json.loads(out.stdout.strip().splitlines()[-1]))
-            print(f"round {round_ + 1}: {key[0] or 'params.yaml'} {key[1]}: "
-                  f"{results[key][-1]:.0f} images/s", file=sys.stderr, flush=True)
-    print(f"\n| config | setting | images/s (median of {args.rounds}) | vs det |")
-    print("|---|---|---|---|")
+            results[key].append(tuple(json.loads(out.stdout.strip().splitlines()[-1])))
+            rate, cpu = results[key][-1]
+            print(f"round {round_ + 1}: {key[0] or 'params.yaml'} {key[1]}: {rate:.0f} images/s, "
+                  f"{cpu:.3f} CPU ms/image", file=sys.stderr, flush=True)
+    print(f"\nmedians of {args.rounds} rounds\n")
+    print("| config | setting | images/s | CPU ms/image | CPU vs det |")
+    print("|---|---|---|---|---|")
     for (config, setting), values in results.items():
-        median = statistics.median(values)
-        base = statistics.median(results.get((config, "det"), values))
-        print(f"| {config or 'params.yaml'} | {setting} | {median:.0f} | {median / base:.2f} |")
+        rate = statistics.median(v[0] for v in values)
+        cpu = statistics.median(v[1] for v in values)
+        base = statistics.median(v[1] for v in results.get((config, "det"), values))
+        print(f"| {config or 'params.yaml'} | {setting} | {rate:.0f} | {cpu:.3f} | "
+              f"{cpu / base:.2f} |")
     return 0
 
 

@@ -136,3 +136,20 @@ def test_params_yaml_matches_the_dataclass_defaults(repo_root):
     params = load_params(repo_root / "params.yaml")
     assert params.model == Params().model
     assert params.train == Params().train
+
+
+def test_exp_run_script_refuses_an_invalid_overlay_before_calling_dvc(tmp_path, repo_root):
+    import os
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  epocs: 3\n")
+    result = subprocess.run(
+        [sys.executable, str(repo_root / "scripts" / "exp_run.py"), str(bad)],
+        cwd=repo_root, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": str(repo_root / "src")},
+    )
+    assert result.returncode == 2
+    assert "exp_run: train.epocs: unknown key" in result.stderr
+    assert "dvc exp run" not in result.stdout

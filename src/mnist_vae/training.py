@@ -142,6 +142,7 @@ class TrainState:
     best_val_loss: float = math.inf
     stale_epochs: int = 0
     train_seconds: float = 0.0
+    train_cpu_seconds: float = 0.0
     history: list[dict[str, float]] = field(default_factory=list)
 
     def finished(self, cfg: TrainConfig) -> bool:
@@ -221,10 +222,10 @@ class EpochBookkeeper(keras.callbacks.Callback):
         super().__init__()
         self.cfg, self.state, self.checkpoint, self.logger = cfg, state, checkpoint, logger
         self.best_weights, self.progress, self.fixed_z = best_weights, progress, fixed_z
-        self._epoch_start = 0.0
+        self._epoch_start = (0.0, 0.0)
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_start = time.perf_counter()
+        self._epoch_start = (time.perf_counter(), time.process_time())
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
@@ -245,7 +246,8 @@ class EpochBookkeeper(keras.callbacks.Callback):
         else:
             state.stale_epochs += 1
         state.epochs_done = epoch + 1
-        state.train_seconds += time.perf_counter() - self._epoch_start
+        state.train_seconds += time.perf_counter() - self._epoch_start[0]
+        state.train_cpu_seconds += time.process_time() - self._epoch_start[1]
         state.history.append(record)
         save_checkpoint(self.checkpoint, self.model, state, self.best_weights, self.progress)
         if self.logger is not None:
@@ -330,6 +332,7 @@ def train(splits: Splits, data_cfg: DataConfig, model_cfg: ModelConfig, cfg: Tra
         "resumed_from_epoch": resumed_from,
         "wall_time_s": round(time.perf_counter() - started, 2),
         "train_time_s": round(state.train_seconds, 2),
+        "train_cpu_s": round(state.train_cpu_seconds, 2),  # CPU seconds, all cores
         "images_per_s": round(state.epochs_done * steps * cfg.batch_size
                               / max(state.train_seconds, 1e-9), 1),
         "steps_per_epoch": steps,
