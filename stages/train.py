@@ -30,7 +30,7 @@ def main() -> int:
     try:
         with DvcLiveLogger(paths.dvclive) as logger:
             result = train(splits, params.data, params.model, params.train, checkpoint_dir,
-                           logger)
+                           logger, verbose=1 if sys.stdout.isatty() else 2)  # bar or a line
             logger.log_summary(result.facts, result.history)
     except TrainingDiverged as err:
         print(f"train: {err}", file=sys.stderr)
