@@ -26,7 +26,8 @@ def main() -> int:
         try:
             with training.DvcLiveLogger(paths.dvclive) as logger:
                 result = training.train(splits, params.data, params.model, params.train,
-                                        checkpoint_dir, logger, callbacks=run.callbacks())
+                                        checkpoint_dir, logger, callbacks=run.callbacks(),
+                                        verbose=1 if sys.stdout.isatty() else 2)  # bar or line
                 logger.log_summary(result.facts, result.history)
         except training.TrainingDiverged as err:
             print(f"train: {err}", file=sys.stderr)

@@ -270,7 +270,7 @@ class EpochBookkeeper(keras.callbacks.Callback):
         last = (f"the checkpoint of epoch {self.state.epochs_done} is kept in "
                 f"{self.checkpoint.parent}" if self.state.epochs_done else "no epoch completed")
         raise TrainingDiverged(
-            f"loss is not finite ({value}) in epoch {epoch} at {where}; {last}. "
+            f"loss is not finite ({value}) in epoch {epoch}, seen at {where}; {last}. "
             "Lower train.learning_rate or raise train.kl_warmup_epochs, then rerun."
         )
 
