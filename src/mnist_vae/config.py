@@ -157,12 +157,12 @@ def _check_dropout(section: str, dropout: tuple[float, ...], n_layers: int) -> N
 class EncoderConfig:
     """Conv2D stack ('same' padding) -> flatten -> optional dense layers -> mean, log-variance."""
 
-    filters: tuple[int, ...] = checked((32, 64), all_positive)
-    kernel_sizes: tuple[int, ...] = checked((3, 3), all_positive)
-    strides: tuple[int, ...] = checked((2, 2), all_positive)
+    filters: tuple[int, ...] = checked((32, 64, 128), all_positive)
+    kernel_sizes: tuple[int, ...] = checked((3, 3, 3), all_positive)
+    strides: tuple[int, ...] = checked((2, 2, 1), all_positive)
     dropout: tuple[float, ...] = ()  # one rate per conv layer, or [] for none
     dense_units: tuple[int, ...] = checked((), all_positive)
-    activation: Activation = "silu"
+    activation: Activation = "relu"
     batch_norm: bool = False  # BatchNormalization after each conv and dense layer
 
     def __post_init__(self) -> None:
@@ -181,13 +181,13 @@ class DecoderConfig:
     """
 
     dense_units: tuple[int, ...] = checked((), all_positive)
-    dense_activation: Activation = "silu"
+    dense_activation: Activation = "relu"
     reshape: tuple[int, ...] = checked((7, 7, 64), all_positive)
-    filters: tuple[int, ...] = checked((64, 32), all_positive)
-    kernel_sizes: tuple[int, ...] = checked((3, 3), all_positive)
-    strides: tuple[int, ...] = checked((2, 2), all_positive)
+    filters: tuple[int, ...] = checked((64, 64, 32, 16), all_positive)
+    kernel_sizes: tuple[int, ...] = checked((3, 3, 3, 3), all_positive)
+    strides: tuple[int, ...] = checked((1, 1, 2, 2), all_positive)
     dropout: tuple[float, ...] = ()  # one rate per Conv2DTranspose layer, or [] for none
-    conv_activation: Activation = "silu"
+    conv_activation: Activation = "relu"
     batch_norm: bool = False  # BatchNormalization after each dense and Conv2DTranspose layer
     head: Literal["conv", "dense"] = "conv"
     head_kernel_size: int = checked(3, positive)
@@ -220,12 +220,12 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = True  # TF op determinism; false is faster (see README)
     jit_compile: bool = False  # XLA; Keras allows it only without op determinism
-    batch_size: int = checked(128, positive)
+    batch_size: int = checked(64, positive)
     epochs: int = checked(20, positive)  # the budget; early stopping may end sooner
-    learning_rate: float = checked(1e-3, positive)
+    learning_rate: float = checked(2e-3, positive)
     lr_schedule: Literal["constant", "cosine"] = "cosine"  # cosine decays to 0 at the budget
     beta: float = checked(1.0, non_negative)  # weight of the KL term
-    kl_warmup_epochs: int = checked(0, non_negative)  # KL weight rises linearly 0 -> beta
+    kl_warmup_epochs: int = checked(2, non_negative)  # KL weight rises linearly 0 -> beta
     patience: int = checked(5, positive)  # epochs without a better val loss before stopping
     progress_samples: int = checked(16, positive)  # fixed latents decoded after each epoch
 
