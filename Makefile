@@ -6,6 +6,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 PORT    ?= 5000
+BUDGET  ?= 600
 
 .DEFAULT_GOAL := help
 .PHONY: help setup repro exp test test-fast lint lock ui plots bench retrain clean
@@ -36,13 +37,14 @@ test-fast: $(STAMP)  ## Run the fast unit tests only (inner loop)
 	$(BIN)/python -m pytest -m "not slow" -x -q
 
 lint: $(STAMP)  ## Lint the code (ruff)
-	$(BIN)/ruff check src stages tests
+	$(BIN)/ruff check src stages tests benchmarks
 
 lock:  ## Re-resolve requirements.lock from pyproject.toml (needs network access to PyPI)
 	$(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links --extra dev --output-file requirements.lock pyproject.toml
 
 ui: $(STAMP)  ## Serve the MLflow UI on http://127.0.0.1:$(PORT) over the local store
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --workers 1 \
+		--backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
 		--default-artifact-root $(CURDIR)/mlartifacts --host 127.0.0.1 --port $(PORT)
 
 plots: $(STAMP)  ## Render every DVC plot to dvc_plots/index.html
@@ -50,6 +52,14 @@ plots: $(STAMP)  ## Render every DVC plot to dvc_plots/index.html
 
 retrain: $(STAMP)  ## Pull, reproduce, push on main, and report what changed (as CI does)
 	PATH="$(CURDIR)/$(BIN):$$PATH" DVC=$(BIN)/dvc scripts/retrain.sh
+
+$(VENV)/.bench-installed: $(STAMP) pyproject.toml
+	$(BIN)/python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['bench'], sep='\n')" > $(VENV)/.bench-requirements
+	$(BIN)/python -m pip install --quiet -r $(VENV)/.bench-requirements -c requirements.lock
+	@touch $@
+
+bench: $(VENV)/.bench-installed  ## Benchmark against public VAE examples (BUDGET=600 s per model)
+	PYTHONPATH=$(CURDIR)/src:$(CURDIR) $(BIN)/python -m benchmarks.run --budget $(BUDGET) --readme README.md $(BENCH_ARGS)
 
 clean:  ## Remove .venv and caches (keeps data, models and the MLflow store)
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -6,6 +6,8 @@
 #   BASE    git revision to diff params and metrics against (default: origin/main, else main)
 #   PUSH    1 = dvc push, 0 = never, auto = only on branch main (default: auto)
 #   REPORT  where the Markdown report goes (default: reports/retrain.md); also printed
+#   RETRAIN_CONFIG  a params overlay (e.g. configs/ci.yaml) to retrain with, through
+#           `dvc exp run -S ...`; empty = params.yaml as committed (`dvc repro`)
 set -euo pipefail
 
 DVC=${DVC:-dvc}
@@ -27,7 +29,12 @@ fi
 
 repro_log=$(mktemp)
 trap 'rm -f "$repro_log"' EXIT
-"$DVC" repro 2>&1 | tee "$repro_log"
+if [ -n "${RETRAIN_CONFIG:-}" ]; then
+  log "retraining with the overlay $RETRAIN_CONFIG"
+  python scripts/exp_run.py "$RETRAIN_CONFIG" 2>&1 | tee "$repro_log"
+else
+  "$DVC" repro 2>&1 | tee "$repro_log"
+fi
 
 branch=$(git rev-parse --abbrev-ref HEAD)
 if has_remote && { [ "$PUSH" = 1 ] || { [ "$PUSH" = auto ] && [ "$branch" = main ]; }; }; then
@@ -38,24 +45,27 @@ fi
 ran=$(sed -n "s/^Running stage '\([^']*\)'.*/\1/p" "$repro_log" | paste -sd, - | sed 's/,/, /g')
 skipped=$(sed -nE "s/^(Stage '([^']*)' didn't change, skipping|Restored stage '([^']*)' from run-cache).*/\2\3/p" \
   "$repro_log" | paste -sd, - | sed 's/,/, /g')
-run_id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("run_id",""))' \
+run_id=$(python -c 'import json,sys; print(json.load(open(sys.argv[1])).get("run_id",""))' \
   models/mlflow_run.json 2>/dev/null || true)
 
 mkdir -p "$(dirname "$REPORT")"
 {
   echo "## Retrain report: \`$(git rev-parse --short HEAD)\` against \`$BASE\`"
   echo
+  [ -n "${RETRAIN_CONFIG:-}" ] && echo "- params overlay: \`$RETRAIN_CONFIG\`"
   echo "- stages run: ${ran:-none}"
   echo "- stages unchanged or restored from cache: ${skipped:-none}"
   [ -n "$run_id" ] && echo "- MLflow run: \`$run_id\`"
   echo
   echo "### Params changed"
   echo
-  "$DVC" params diff "$BASE" --md | sed '/^$/d' || true
+  params=$("$DVC" params diff "$BASE" --md 2>&1 | sed '/^$/d' || true)
+  echo "${params:-No param differs from \`$BASE\`.}"
   echo
   echo "### Metrics"
   echo
-  "$DVC" metrics diff "$BASE" --md --precision 3 | sed '/^$/d' || true
+  metrics=$("$DVC" metrics diff "$BASE" --md --precision 3 2>&1 | sed '/^$/d' || true)
+  echo "${metrics:-No metric differs from \`$BASE\`.}"
   if [ -f plots/samples.png ]; then
     echo
     echo "Digits drawn from the prior: \`plots/samples.png\`"

@@ -2,6 +2,7 @@
 
 import dataclasses
 
+from mnist_vae import tracking
 from mnist_vae.classifier import load_classifier
 from mnist_vae.config import load_params
 from mnist_vae.data import load_arrays, split
@@ -12,21 +13,24 @@ from mnist_vae.model import load_vae
 
 def main() -> None:
     params = load_params()
-    model = load_vae(params.paths.model)
-    classifier = load_classifier(params.paths.classifier)
-    arrays = load_arrays(params.paths.data)
-    grey = split(arrays, dataclasses.replace(params.data, binarize="none"))
-    binarized = None
-    if params.data.binarize != "none":  # score the seeded binary test set the model learned
-        binarized = split(arrays, dataclasses.replace(params.data, binarize="static")).x_test
-    metrics = evaluate(model, classifier, grey.x_test, grey.y_test, binarized, params.evaluate)
-    write_json(params.paths.metrics, metrics)
-    test, samples = metrics["test"], metrics["samples"]
-    print(f"evaluate: -ELBO {test['bernoulli']['neg_elbo']:.2f} nats, "
-          f"IWAE NLL {test['bernoulli']['iwae_nll']:.2f} nats, "
-          f"{samples['recognisable']:.1%} recognisable samples, "
-          f"Frechet {samples['frechet']:.2f} (floor {samples['frechet_floor']:.2f}), "
-          f"{metrics['meta']['seconds']['total']:.0f} s")
+    # MLflow: adds to the train stage's run; on success logs eval.json and registers the model
+    with tracking.stage_run(params, "evaluate"):
+        model = load_vae(params.paths.model)
+        classifier = load_classifier(params.paths.classifier)
+        arrays = load_arrays(params.paths.data)
+        grey = split(arrays, dataclasses.replace(params.data, binarize="none"))
+        binarized = None
+        if params.data.binarize != "none":  # score the seeded binary test set the model learned
+            binarized = split(arrays, dataclasses.replace(params.data, binarize="static")).x_test
+        metrics = evaluate(model, classifier, grey.x_test, grey.y_test, binarized,
+                           params.evaluate)
+        write_json(params.paths.metrics, metrics)
+        test, samples = metrics["test"], metrics["samples"]
+        print(f"evaluate: -ELBO {test['bernoulli']['neg_elbo']:.2f} nats, "
+              f"IWAE NLL {test['bernoulli']['iwae_nll']:.2f} nats, "
+              f"{samples['recognisable']:.1%} recognisable samples, "
+              f"Frechet {samples['frechet']:.2f} (floor {samples['frechet_floor']:.2f}), "
+              f"{metrics['meta']['seconds']['total']:.0f} s")
 
 
 if __name__ == "__main__":

@@ -1,49 +1,45 @@
 """train stage: data/mnist.npz + model/train params -> models/vae.keras, facts, progress, dvclive.
 
 Resumes from `paths.checkpoints/<key>/` when an earlier run with the same settings was killed.
+Opens the pipeline's MLflow run (its id goes to `paths.run_id`); an unreachable tracking server
+fails the stage in seconds, before TensorFlow is even imported.
 """
 
 import sys
 import time
 from pathlib import Path
 
+from mnist_vae import tracking
 from mnist_vae.config import load_params
-from mnist_vae.data import load_splits
-from mnist_vae.training import (
-    DvcLiveLogger,
-    TrainingDiverged,
-    checkpoint_key,
-    remove_checkpoint,
-    save_model,
-    train,
-    write_json,
-    write_progress,
-)
 
 
 def main() -> int:
     started = time.perf_counter()
     params = load_params()
     paths = params.paths
-    splits = load_splits(paths.data, params.data)
-    checkpoint_dir = Path(paths.checkpoints) / checkpoint_key(params, paths.data)
-    try:
-        with DvcLiveLogger(paths.dvclive) as logger:
-            result = train(splits, params.data, params.model, params.train, checkpoint_dir,
-                           logger)
-            logger.log_summary(result.facts, result.history)
-    except TrainingDiverged as err:
-        print(f"train: {err}", file=sys.stderr)
-        return 1
-    result.facts["stage_wall_time_s"] = round(time.perf_counter() - started, 2)
-    save_model(result.model, paths.model)
-    write_progress(paths.progress, result.progress)
-    write_json(paths.train_facts, result.facts)
-    remove_checkpoint(checkpoint_dir)
+    with tracking.stage_run(params, "train") as run:  # marked FAILED if the block raises
+        from mnist_vae import training  # TensorFlow: only once the tracking store answered
+        from mnist_vae.data import load_splits
+
+        splits = load_splits(paths.data, params.data)
+        checkpoint_dir = Path(paths.checkpoints) / training.checkpoint_key(params, paths.data)
+        try:
+            with training.DvcLiveLogger(paths.dvclive) as logger:
+                result = training.train(splits, params.data, params.model, params.train,
+                                        checkpoint_dir, logger, callbacks=run.callbacks())
+                logger.log_summary(result.facts, result.history)
+        except training.TrainingDiverged as err:
+            print(f"train: {err}", file=sys.stderr)
+            raise SystemExit(1) from None
+        result.facts["stage_wall_time_s"] = round(time.perf_counter() - started, 2)
+        training.save_model(result.model, paths.model)
+        training.write_progress(paths.progress, result.progress)
+        training.write_json(paths.train_facts, result.facts)
+    training.remove_checkpoint(checkpoint_dir)
     facts = result.facts
     print(f"train: best epoch {facts['best_epoch']} of {facts['epochs_run']}, "
           f"val loss {facts['best_val_loss']:.2f} nats, {facts['images_per_s']:.0f} images/s, "
-          f"{facts['stage_wall_time_s']:.0f} s")
+          f"{facts['stage_wall_time_s']:.0f} s; MLflow run {run.run_id}")
     return 0
 
 

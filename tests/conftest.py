@@ -1,11 +1,15 @@
-"""Shared fixtures: repository paths, the local MNIST mirror, and repo copies for e2e tests."""
+"""Shared fixtures: repository paths, the local MNIST mirror, repo copies for e2e tests, and
+private MLflow stores."""
 
+import contextlib
 import os
+import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
-from helpers import copy_repo, pipeline_env, run_dvc
+from helpers import clone_repo, copy_repo, git, pipeline_env, run_dvc, set_params
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -44,3 +48,60 @@ def downloaded_repo(tmp_path_factory, shared_mirror) -> Path:
     run_dvc(repo, "repro", "download",
             env=pipeline_env(repo, MNIST_VAE_SOURCE=str(shared_mirror)))
     return repo
+
+
+CI_OVERLAY = "configs/ci.yaml"  # the small-subset settings CI and the e2e tests use
+
+
+@pytest.fixture(scope="session")
+def built_repo(downloaded_repo, tmp_path_factory) -> Path:
+    """A committed repo copy where `dvc repro` ran every stage once with the CI overlay.
+
+    Its MLflow store is the embedded default (<repo>/mlflow.db). Treat it as read-only:
+    `clone_repo(built_repo, tmp_path / "repo")` gives a test its own copy.
+    """
+    repo = clone_repo(downloaded_repo, tmp_path_factory.mktemp("built") / "repo")
+    set_params(repo, yaml.safe_load((repo / CI_OVERLAY).read_text()))
+    run_dvc(repo, "repro", env=pipeline_env(repo), timeout=1200)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "tiny pipeline built")
+    return repo
+
+
+# --- MLflow: private stores (mlflow imported lazily: most tests never need it) ----------
+
+@pytest.fixture(scope="session")
+def empty_store_db(tmp_path_factory) -> Path:
+    """An empty, migrated MLflow database: creating one takes seconds, copying it none."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    with contextlib.chdir(path.parent):  # where the `Default` experiment's ./mlruns goes
+        MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch, empty_store_db) -> Path:
+    """A fresh working directory whose embedded MLflow store nobody else sees."""
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "DVC_ROOT", "DVC_EXP_NAME",
+                "DVC_EXP_BASELINE_REV", "DVC_STAGE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)
+    shutil.copyfile(empty_store_db, tmp_path / "mlflow.db")
+    yield tmp_path
+    import mlflow
+
+    mlflow.end_run()
+    mlflow.set_tracking_uri(None)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+@pytest.fixture(scope="session")
+def tiny_vae_file(tmp_path_factory) -> Path:
+    """A tiny untrained VAE saved once per session; copy it where a test needs a model."""
+    from mlflow_helpers import save_tiny_vae
+
+    path = tmp_path_factory.mktemp("tiny-vae") / "vae.keras"
+    save_tiny_vae(path)
+    return path

@@ -59,9 +59,11 @@ def clone_repo(source: Path, dest: Path) -> Path:
 def pipeline_env(repo: Path, **extra: str) -> dict[str, str]:
     """The environment for running stages of `repo`: its `src` imported, this venv's python.
 
-    MNIST_VAE_SOURCE is not inherited; pass it in `extra` when a stage should use it.
+    MNIST_VAE_SOURCE and MLFLOW_* are not inherited (runs go to the copy's own store); pass
+    them in `extra` when a stage should use them.
     """
-    env = {k: v for k, v in os.environ.items() if k != "MNIST_VAE_SOURCE"}
+    env = {k: v for k, v in os.environ.items()
+           if k != "MNIST_VAE_SOURCE" and not k.startswith("MLFLOW_")}
     env.update(_GIT_IDENTITY)
     env["PYTHONPATH"] = str(repo / "src")
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
@@ -87,6 +89,28 @@ def run_dvc(repo: Path, *args: str, env: Mapping[str, str], check: bool = True,
             timeout: float = 600) -> subprocess.CompletedProcess:
     """Run `dvc <args>` (this venv's DVC) in `repo`."""
     return run([sys.executable, "-m", "dvc", *args], repo, env, check=check, timeout=timeout)
+
+
+def git(repo: Path, *args: str) -> str:
+    """Run `git <args>` in `repo` with a test identity; return its stripped stdout."""
+    return run(["git", *args], repo, pipeline_env(repo)).stdout.strip()
+
+
+def set_params(repo: Path, overrides: Mapping[str, Mapping]) -> None:
+    """Change params.yaml in `repo`: {section: {key: value}}, one level deep per section."""
+    import yaml
+
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for section, values in overrides.items():
+        params[section].update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def stages_run(dvc_output: str) -> list[str]:
+    """The stages a `dvc repro` / `dvc exp run` output says it ran, in order."""
+    return [line.split("'")[1] for line in dvc_output.splitlines()
+            if line.startswith("Running stage '")]
 
 
 def run_stage(repo: Path, name: str, env: Mapping[str, str], *, check: bool = True,

@@ -9,23 +9,13 @@ import json
 import math
 
 import pytest
-import yaml
 from PIL import Image
 
-from helpers import clone_repo, pipeline_env, run_dvc
+from helpers import clone_repo, pipeline_env, run_dvc, set_params
 
 pytestmark = pytest.mark.slow
 
 PICTURES = ("samples", "reconstructions", "interpolations", "manifold", "progress")
-CI_OVERLAY = "configs/ci.yaml"  # the small-subset settings CI uses (2,000 training images)
-
-
-def _set_params(repo, overrides):
-    path = repo / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    for section, values in overrides.items():
-        params[section].update(values)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def _leaves(node, prefix=""):
@@ -37,12 +27,9 @@ def _leaves(node, prefix=""):
 
 
 @pytest.fixture(scope="module")
-def pipeline_repo(downloaded_repo, tmp_path_factory):
-    """A repo with the CI overlay applied where `dvc repro` ran every stage once."""
-    repo = clone_repo(downloaded_repo, tmp_path_factory.mktemp("pipeline") / "repo")
-    _set_params(repo, yaml.safe_load((repo / CI_OVERLAY).read_text()))
-    run_dvc(repo, "repro", env=pipeline_env(repo), timeout=900)
-    return repo
+def pipeline_repo(built_repo):
+    """The session's repo where `dvc repro` ran every stage once with the CI overlay."""
+    return built_repo
 
 
 def test_repro_writes_every_metric(pipeline_repo):
@@ -95,9 +82,9 @@ def test_a_second_repro_runs_nothing_and_render_is_byte_identical(pipeline_repo,
 
 def test_changing_a_render_param_reruns_only_render(pipeline_repo, tmp_path):
     repo = clone_repo(pipeline_repo, tmp_path / "repo")
-    _set_params(repo, {"render": {"seed": 1}})
+    set_params(repo, {"render": {"seed": 1}})
     status = json.loads(run_dvc(repo, "status", "--json", env=pipeline_env(repo)).stdout)
     assert set(status) == {"render"}
-    _set_params(repo, {"render": {"seed": 0}, "classifier": {"seed": 3}})
+    set_params(repo, {"render": {"seed": 0}, "classifier": {"seed": 3}})
     status = json.loads(run_dvc(repo, "status", "--json", env=pipeline_env(repo)).stdout)
     assert set(status) == {"train_classifier"}  # evaluate follows only once its model changes

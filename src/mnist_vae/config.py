@@ -284,6 +284,17 @@ class RenderConfig:
 class TrackingConfig:
     """MLflow experiment and Model Registry settings."""
 
+    experiment: str = checked("mnist-vae", non_empty)
+    registered_model: str = checked("mnist-vae", non_empty)
+    # the test metric (a key of paths.metrics) that decides who holds the `champion` alias
+    champion_metric: str = checked("test/bernoulli/neg_elbo", non_empty)
+    champion_direction: Literal["minimize", "maximize"] = "minimize"
+    # a challenger is compared with the champion only when these params match (same protocol)
+    comparable_on: tuple[str, ...] = ("data.test_limit",)
+    # a tracking server that does not answer within this time fails the stage before training
+    server_timeout_s: float = checked(3.0, positive)
+    serve_max_rows: int = checked(256, positive)  # most latent vectors one request may send
+
 
 SECTIONS: dict[str, type] = {
     "paths": PathsConfig,

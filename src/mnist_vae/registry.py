@@ -1,0 +1,277 @@
+"""Model Registry: the VAE as an MLflow model, its versions, aliases, and loading them back.
+
+One MLflow model per trained VAE, loadable two ways:
+- the Keras flavour (`data/model.keras`, MLflow's own Keras integration): the VAE itself,
+  through `load("champion")` (or `mlflow.keras.load_model` after `import mnist_vae.model`);
+- a `python_function` flavour whose loader is this module: a digit generator that
+  `mlflow models serve` exposes. Input: latent vectors, float32 [N, latent_dim];
+  output: pixel intensities in [0, 1], float32 [N, 28, 28]. The package travels in `code/`,
+  so a fresh process (the scoring server) can import it.
+
+Every evaluated model becomes a new version of `tracking.registered_model` with alias
+`challenger`; `champion` moves to it when its `tracking.champion_metric` beats the champion's
+on the same evaluation protocol (`tracking.comparable_on`).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+from mlflow import pyfunc
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model, ModelSignature
+from mlflow.models.model import MLMODEL_FILE_NAME, ModelInfo
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.tracking import MlflowClient
+from mlflow.types.schema import Schema, TensorSpec
+
+from mnist_vae import tracking
+from mnist_vae.config import Params, TrackingConfig, to_flat_dict
+from mnist_vae.model import VAE, load_vae
+
+CHALLENGER = "challenger"
+CHAMPION = "champion"
+MODEL_NAME = "model"  # the logged model's name inside its run
+KERAS_FILE = "model.keras"  # in the model's data/ directory, where mlflow.keras puts it
+TAG_METRIC = "champion_metric"
+TAG_PROTOCOL = "protocol."  # + a `tracking.comparable_on` key
+REQUIREMENTS = ("mlflow", "tensorflow", "keras", "numpy", "pyyaml", "pandas")
+
+
+class RegistryError(RuntimeError):
+    """Registering or loading failed; the message names the model and the fix."""
+
+
+# --- the MLflow model flavour: Keras model + digit generator ---------------------------------
+
+def generator_signature(latent_dim: int) -> ModelSignature:
+    """Latent vectors [N, latent_dim] in, images [N, 28, 28] in [0, 1] out."""
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, latent_dim))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 28, 28))]),
+    )
+
+
+def pip_requirements() -> list[str]:
+    """This environment's exact versions of what loading and serving the model needs."""
+    return [f"{name}=={importlib.metadata.version(name)}" for name in REQUIREMENTS]
+
+
+def save_model(path: str, vae: VAE, max_rows: int, mlflow_model: Model | None = None,
+               signature: ModelSignature | None = None) -> None:
+    """Write the MLflow model to `path` (the flavour entry point that `Model.log` calls)."""
+    mlflow_model = mlflow_model or Model()
+    mlflow.keras.save_model(vae, path, mlflow_model=mlflow_model,
+                            signature=signature or generator_signature(vae.latent_dim),
+                            pip_requirements=pip_requirements())
+    package = Path(__file__).resolve().parent  # src/mnist_vae (a namespace package)
+    shutil.copytree(package, Path(path) / "code" / package.name,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    # Replace the Keras flavour's pyfunc (which would call VAE.predict) by the generator.
+    pyfunc.add_to_model(mlflow_model, loader_module=__name__, data="data", code="code",
+                        conda_env="conda.yaml", python_env="python_env.yaml",
+                        model_config={"max_rows": max_rows})
+    mlflow_model.save(str(Path(path) / MLMODEL_FILE_NAME))
+
+
+def log_model(vae_path: Path, cfg: TrackingConfig) -> ModelInfo:
+    """Log the `.keras` file at `vae_path` as an MLflow model of the active run."""
+    vae = load_vae(vae_path)
+    return Model.log(artifact_path=None, name=MODEL_NAME, flavor=sys.modules[__name__],
+                     flavor_name="mnist_vae", vae=vae, max_rows=cfg.serve_max_rows,
+                     signature=generator_signature(vae.latent_dim))
+
+
+def _load_pyfunc(data_path: str, model_config: dict[str, Any] | None = None) -> DigitGenerator:
+    """pyfunc loader: what `mlflow.pyfunc.load_model` and `mlflow models serve` call."""
+    max_rows = int((model_config or {}).get("max_rows", 256))
+    return DigitGenerator(load_vae(Path(data_path) / KERAS_FILE), max_rows)
+
+
+class DigitGenerator:
+    """Latent vectors -> 28x28 digit images; bad input raises a 400-mapped MlflowException."""
+
+    def __init__(self, vae: VAE, max_rows: int):
+        self.vae = vae
+        self.max_rows = max_rows
+
+    def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> np.ndarray:
+        """float32 [N, latent_dim] -> float32 [N, 28, 28] pixel intensities in [0, 1]."""
+        z = self._checked(model_input)
+        return np.asarray(self.vae.decode(z))[..., 0]
+
+    def _checked(self, model_input: Any) -> np.ndarray:
+        if hasattr(model_input, "to_numpy"):  # a DataFrame: one column per latent dimension
+            model_input = model_input.to_numpy()
+        if isinstance(model_input, dict) and len(model_input) == 1:  # {"inputs": {"z": ...}}
+            model_input = next(iter(model_input.values()))
+        width = self.vae.latent_dim
+        try:
+            z = np.asarray(model_input, dtype=np.float32)
+        except (TypeError, ValueError):
+            _bad(f"inputs must be numbers: a list of latent vectors, each of {width} numbers")
+        if z.ndim != 2 or z.shape[1] != width:
+            _bad(f"inputs must be a list of latent vectors of width {width}; got shape "
+                 f"{list(z.shape)}")
+        if not 1 <= len(z) <= self.max_rows:
+            _bad(f"send between 1 and {self.max_rows} latent vectors per request; got {len(z)}")
+        if not np.isfinite(z).all():
+            _bad("inputs must be finite numbers (no NaN or infinity)")
+        return z
+
+
+def _bad(message: str) -> None:
+    raise MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+# --- versions and aliases -------------------------------------------------------------------
+
+def register(info: ModelInfo, run_id: str, metrics: dict[str, float], params: Params,
+             ) -> ModelVersion:
+    """A new version with `challenger`; `champion` too when it beats the champion.
+
+    The metric is checked before anything is created, and a version whose aliases could
+    not be set is deleted again: a failure leaves no version behind.
+    """
+    cfg = params.tracking
+    name = cfg.registered_model
+    check_metric(metrics, cfg)
+    client = MlflowClient()
+    _ensure_registered_model(client, cfg)
+    value = metrics[cfg.champion_metric]
+    version = mlflow.register_model(info.model_uri, name,
+                                    tags=version_tags(run_id, value, params))
+    try:
+        client.update_model_version(name, version.version, description=(
+            f"VAE from run {run_id}: {cfg.champion_metric} = {value:.4f} on the test set."))
+        client.set_registered_model_alias(name, CHALLENGER, version.version)
+        if should_promote(client, version.version, value, params):
+            client.set_registered_model_alias(name, CHAMPION, version.version)
+            print(f"registry: {name} version {version.version} is the new {CHAMPION} "
+                  f"({cfg.champion_metric} = {value:.4f})")
+    except BaseException:
+        client.delete_model_version(name, version.version)
+        raise
+    return client.get_model_version(name, version.version)
+
+
+def check_metric(metrics: dict[str, float], cfg: TrackingConfig) -> None:
+    """Raise RegistryError unless the metric that ranks versions is among the test metrics."""
+    if cfg.champion_metric not in metrics:
+        raise RegistryError(
+            f"tracking.champion_metric {cfg.champion_metric!r} is not among the test metrics; "
+            f"use one of: {', '.join(sorted(metrics)[:20])}"
+        )
+
+
+def version_tags(run_id: str, value: float, params: Params) -> dict[str, str]:
+    """Run id, the ranking metric and its value, and the evaluation protocol it came from."""
+    cfg = params.tracking
+    flat = to_flat_dict(params)
+    tags = {"run_id": run_id, TAG_METRIC: cfg.champion_metric, cfg.champion_metric: repr(value)}
+    for key in cfg.comparable_on:
+        tags[TAG_PROTOCOL + key] = str(flat.get(key))
+    return tags
+
+
+def _ensure_registered_model(client: MlflowClient, cfg: TrackingConfig) -> None:
+    try:
+        client.get_registered_model(cfg.registered_model)
+    except MlflowException:
+        try:
+            client.create_registered_model(cfg.registered_model, description=(
+                "Convolutional VAE that draws MNIST digits. Every evaluated training run adds "
+                f"a version with alias `{CHALLENGER}`; `{CHAMPION}` is the best by "
+                f"{cfg.champion_metric} ({cfg.champion_direction}). Serve it with "
+                f"`mlflow models serve -m models:/{cfg.registered_model}@{CHAMPION} "
+                "--env-manager local`: latent vectors in, 28x28 images out."))
+        except MlflowException:  # created concurrently
+            client.get_registered_model(cfg.registered_model)
+
+
+def champion(client: MlflowClient, name: str) -> ModelVersion | None:
+    """The version holding `champion`, or None."""
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def should_promote(client: MlflowClient, version: str, value: float, params: Params) -> bool:
+    """Whether the new version takes `champion`: none yet, or strictly better, same protocol."""
+    cfg = params.tracking
+    current = champion(client, cfg.registered_model)
+    if current is None or str(current.version) == str(version):
+        return True
+    mine = version_tags("", value, params)
+    differing = [k for k in cfg.comparable_on
+                 if current.tags.get(TAG_PROTOCOL + k) != mine[TAG_PROTOCOL + k]]
+    if differing:
+        print(f"registry: version {version} keeps {CHALLENGER} only: its evaluation differs "
+              f"from {CHAMPION} (version {current.version}) in {', '.join(differing)}; move "
+              f"the alias by hand if it should win")
+        return False
+    theirs = _champion_value(client, current, cfg.champion_metric)
+    if theirs is None:
+        print(f"registry: {CHAMPION} (version {current.version}) has no "
+              f"{cfg.champion_metric}; version {version} takes it")
+        return True
+    better = value < theirs if cfg.champion_direction == "minimize" else value > theirs
+    if not better:
+        print(f"registry: version {version} stays {CHALLENGER}: {cfg.champion_metric} "
+              f"{value:.4f} does not beat {CHAMPION} (version {current.version}) at {theirs:.4f}")
+    return better
+
+
+def _champion_value(client: MlflowClient, version: ModelVersion, key: str) -> float | None:
+    """The champion's value of `key`: its tag, else its run's metric."""
+    if key in version.tags:
+        return float(version.tags[key])
+    try:
+        return client.get_run(version.run_id).data.metrics.get(key)
+    except MlflowException:
+        return None
+
+
+# --- loading --------------------------------------------------------------------------------
+
+def model_uri(ref: str = CHAMPION, name: str = "mnist-vae") -> str:
+    """`champion` -> models:/name@champion; `3` -> models:/name/3; URIs pass through."""
+    if ":/" in ref:
+        return ref
+    return f"models:/{name}/{ref}" if ref.isdigit() else f"models:/{name}@{ref}"
+
+
+def load(ref: str = CHAMPION, name: str = "mnist-vae", tracking_uri: str | None = None) -> VAE:
+    """The registered VAE (alias, version number or models:/ URI) with its library API.
+
+    The store is `tracking_uri`, else the pipeline's (MLFLOW_TRACKING_URI or the repository's
+    embedded store).
+    """
+    uri = _use_store_for(ref, name, tracking_uri)
+    try:
+        model = mlflow.keras.load_model(uri, load_model_kwargs={"compile": False})
+    except MlflowException as err:
+        raise RegistryError(f"cannot load {uri} from {tracking.redact(mlflow.get_tracking_uri())}:"
+                            f" {err.message}") from err
+    if not isinstance(model, VAE):
+        raise RegistryError(f"{uri} holds a {type(model).__name__}, not a mnist_vae VAE")
+    return model
+
+
+def load_generator(ref: str = CHAMPION, name: str = "mnist-vae",
+                   tracking_uri: str | None = None) -> pyfunc.PyFuncModel:
+    """The registered model as the pyfunc the scoring server runs (latents -> images)."""
+    return pyfunc.load_model(_use_store_for(ref, name, tracking_uri))
+
+
+def _use_store_for(ref: str, name: str, tracking_uri: str | None) -> str:
+    tracking.use_store(tracking_uri or tracking.tracking_uri(tracking.repo_root()))
+    return model_uri(ref, name)

@@ -1,0 +1,207 @@
+"""End to end with real servers on 127.0.0.1: a tiny `dvc repro` tracked by an `mlflow server`
+(checked through its REST API), the champion served by `mlflow models serve` (valid and
+invalid requests), and a stage that meets an unreachable server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from helpers import clone_repo, pipeline_env, run_dvc, run_stage, unused_port
+from mlflow_helpers import VENV_BIN, subprocess_env
+
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "data": {"val_size": 500, "train_limit": 500, "test_limit": 200},
+    "model": {"latent_dim": 4},
+    "train": {"epochs": 2, "batch_size": 100, "jit_compile": False},
+    "classifier": {"epochs": 1},
+    "evaluate": {"iwae_samples": 4, "iwae_images": 50, "prior_samples": 200},
+    "render": {"samples_grid": 4, "manifold_size": 5},
+    "tracking": {"serve_max_rows": 16},
+}
+
+
+def _set_params(repo: Path, overrides: dict) -> None:
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for section, values in overrides.items():
+        params[section].update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def _start(args: list, log: Path, env: dict, cwd: Path) -> subprocess.Popen:
+    """A server in its own process group (it forks workers), logging to `log`."""
+    with open(log, "wb") as out:
+        return subprocess.Popen([str(a) for a in args], stdout=out, stderr=subprocess.STDOUT,
+                                env=env, cwd=cwd, start_new_session=True)
+
+
+def _wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 300) -> float:
+    """Poll `url` until it answers 200; return the seconds it took, or fail with the log."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        if proc.poll() is not None:
+            pytest.fail(f"server exited {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as reply:
+                if reply.status == 200:
+                    return time.monotonic() - start
+        except OSError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"{url} not ready after {timeout_s} s:\n{log.read_text()[-3000:]}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Terminate the whole process group; kill it if it lingers."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=20)
+
+
+def _get(base: str, endpoint: str, **query) -> dict:
+    url = f"{base}/api/2.0/mlflow/{endpoint}?" + urllib.parse.urlencode(query)
+    with urllib.request.urlopen(url, timeout=30) as reply:
+        return json.loads(reply.read())
+
+
+def _post(url: str, body: bytes | dict) -> tuple[int, dict]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+@pytest.fixture(scope="module")
+def tracking_server(tmp_path_factory):
+    """`mlflow server` on a free 127.0.0.1 port with its own SQLite store and artifacts."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = unused_port()
+    log = root / "server.log"
+    proc = _start([VENV_BIN / "mlflow", "server", "--host", "127.0.0.1", "--port", port,
+                   "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+                   "--artifacts-destination", root / "artifacts"], log,
+                  subprocess_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"), root)
+    try:
+        seconds = _wait_ready(f"http://127.0.0.1:{port}/health", proc, log)
+        print(f"mlflow server ready in {seconds:.1f} s")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        _stop(proc)
+
+
+@pytest.fixture(scope="module")
+def tracked_repo(downloaded_repo, tracking_server, tmp_path_factory):
+    """A tiny pipeline run by `dvc repro` against the tracking server."""
+    repo = clone_repo(downloaded_repo, tmp_path_factory.mktemp("tracked") / "repo")
+    _set_params(repo, TINY)
+    run_dvc(repo, "repro", env=pipeline_env(repo, MLFLOW_TRACKING_URI=tracking_server),
+            timeout=1200)
+    return repo
+
+
+def test_the_run_and_the_model_version_are_on_the_server(tracked_repo, tracking_server):
+    run_id = json.loads((tracked_repo / "models" / "mlflow_run.json").read_text())["run_id"]
+    experiment = _get(tracking_server, "experiments/get-by-name",
+                      experiment_name="mnist-vae")["experiment"]
+    runs = _post(f"{tracking_server}/api/2.0/mlflow/runs/search",
+                 {"experiment_ids": [experiment["experiment_id"]]})[1]["runs"]
+    assert [r["info"]["run_id"] for r in runs] == [run_id], "one run for the whole pipeline"
+    run = runs[0]
+    assert run["info"]["status"] == "FINISHED"
+    tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+    params = {p["key"]: p["value"] for p in run["data"]["params"]}
+    metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
+    assert tags["mnist_vae.stages"].split(",")[0] == "train"
+    assert set(tags["mnist_vae.stages"].split(",")) == {"train", "evaluate", "render"}
+    assert tags["mlflow.source.git.commit"] and "data.sha256" in tags
+    assert params["train.epochs"] == "2" and params["model.latent_dim"] == "4"
+    assert params["evaluate.iwae_samples"] == "4" and params["render.samples_grid"] == "4"
+    eval_json = json.loads((tracked_repo / "metrics" / "eval.json").read_text())
+    assert metrics["test/bernoulli/neg_elbo"] == pytest.approx(
+        eval_json["test"]["bernoulli"]["neg_elbo"])
+    history = _get(tracking_server, "metrics/get-history", run_id=run_id,
+                   metric_key="val_loss")["metrics"]
+    assert sorted(m["step"] for m in history) == [0, 1]
+    files = {f["path"] for f in _get(tracking_server, "artifacts/list", run_id=run_id)["files"]}
+    assert {"params.yaml", "dvc.lock", "provenance.json", "eval.json", "plots"} <= files
+    plots = {f["path"] for f in _get(tracking_server, "artifacts/list", run_id=run_id,
+                                     path="plots")["files"]}
+    assert {"plots/samples.png", "plots/progress.png"} <= plots
+
+    champion = _get(tracking_server, "registered-models/alias", name="mnist-vae",
+                    alias="champion")["model_version"]
+    assert champion["version"] == "1" and champion["run_id"] == run_id
+    version_tags = {t["key"]: t["value"] for t in champion["tags"]}
+    assert float(version_tags["test/bernoulli/neg_elbo"]) == pytest.approx(
+        metrics["test/bernoulli/neg_elbo"])
+    assert set(champion["aliases"]) == {"champion", "challenger"}
+
+
+def test_the_champion_serves_digits_and_rejects_bad_requests(tracked_repo, tracking_server,
+                                                             tmp_path):
+    port = unused_port()
+    log = tmp_path / "serve.log"
+    env = subprocess_env(MLFLOW_TRACKING_URI=tracking_server)
+    env.pop("PYTHONPATH")  # the model carries its own code
+    proc = _start([VENV_BIN / "mlflow", "models", "serve", "-m", "models:/mnist-vae@champion",
+                   "--env-manager", "local", "-h", "127.0.0.1", "-p", port], log, env, tmp_path)
+    try:
+        seconds = _wait_ready(f"http://127.0.0.1:{port}/ping", proc, log)
+        print(f"mlflow models serve ready in {seconds:.1f} s")
+        url = f"http://127.0.0.1:{port}/invocations"
+        z = np.random.default_rng(0).standard_normal((3, 4)).round(4).tolist()
+        status, reply = _post(url, {"inputs": z})
+        assert status == 200, reply
+        images = np.asarray(reply["predictions"])
+        assert images.shape == (3, 28, 28) and images.min() >= 0 and images.max() <= 1
+        bad = {
+            "wrong width": {"inputs": [[0.0, 0.0, 0.0]]},
+            "not numbers": {"inputs": [["a", 0, 0, 0]]},
+            "too many rows": {"inputs": [[0.0] * 4] * 17},
+            "not JSON": b"digits please",
+        }
+        for what, body in bad.items():
+            status, reply = _post(url, body)
+            assert 400 <= status < 500, (what, status, reply)
+            assert reply.get("message"), what
+        assert "between 1 and 16 latent vectors" in _post(url, bad["too many rows"])[1]["message"]
+        status, reply = _post(url, {"instances": z[:1]})
+        assert status == 200 and np.asarray(reply["predictions"]).shape == (1, 28, 28)
+    finally:
+        _stop(proc)
+
+
+def test_an_unreachable_server_fails_training_fast_naming_the_uri(downloaded_repo, tmp_path):
+    repo = clone_repo(downloaded_repo, tmp_path / "repo")
+    uri = f"http://127.0.0.1:{unused_port()}"
+    start = time.monotonic()
+    result = run_stage(repo, "train", env=pipeline_env(repo, MLFLOW_TRACKING_URI=uri),
+                       check=False, timeout=120)
+    seconds = time.monotonic() - start
+    print(f"train failed after {seconds:.1f} s")
+    assert result.returncode != 0
+    assert f"MLflow tracking server {uri} is unreachable" in result.stderr
+    assert not (repo / "models" / "vae.keras").exists()
+    assert not (repo / "dvclive").exists() and not (repo / ".checkpoints").exists()

@@ -1,0 +1,149 @@
+"""The Model Registry on real, private SQLite stores: versions, the challenger/champion
+aliases, the digit generator's input checks, and loading in a fresh process."""
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from mlflow_helpers import METRIC, store_uri, subprocess_env, tiny_params
+from mnist_vae import registry, tracking
+from mnist_vae.model import load_vae
+
+NAME = "mnist-vae"
+
+
+def _register(store, vae_file, value, params=None):
+    """Log the tiny VAE in a new run and register it with test metric `value`."""
+    params = params or tiny_params()
+    experiment_id = tracking.connect(params.tracking, store)
+    model = store / "vae.keras"
+    shutil.copyfile(vae_file, model)
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        info = registry.log_model(model, params.tracking)
+        return registry.register(info, run.info.run_id, {METRIC: value}, params)
+
+
+def _aliases(client):
+    return {alias: str(client.get_model_version_by_alias(NAME, alias).version)
+            for alias in (registry.CHALLENGER, registry.CHAMPION)}
+
+
+def test_first_version_is_challenger_and_champion_with_tags_and_description(store,
+                                                                           tiny_vae_file):
+    version = _register(store, tiny_vae_file, 100.0)
+    client = MlflowClient()
+    assert _aliases(client) == {"challenger": "1", "champion": "1"}
+    assert version.tags["run_id"] == version.run_id
+    assert float(version.tags[METRIC]) == 100.0
+    assert version.tags[registry.TAG_METRIC] == METRIC
+    assert version.tags["protocol.data.test_limit"] == "0"
+    assert METRIC in version.description and version.run_id in version.description
+    assert "models:/mnist-vae@champion" in client.get_registered_model(NAME).description
+
+
+def test_a_worse_challenger_does_not_take_champion_a_better_one_does(store, tiny_vae_file):
+    client = MlflowClient()
+    _register(store, tiny_vae_file, 100.0)
+    _register(store, tiny_vae_file, 105.0)
+    assert _aliases(client) == {"challenger": "2", "champion": "1"}
+    _register(store, tiny_vae_file, 100.0)  # a tie does not dethrone the champion either
+    assert _aliases(client) == {"challenger": "3", "champion": "1"}
+    _register(store, tiny_vae_file, 95.0)
+    assert _aliases(client) == {"challenger": "4", "champion": "4"}
+
+
+def test_the_direction_is_a_param(store, tiny_vae_file):
+    params = tiny_params(tracking={"champion_direction": "maximize"})
+    client = MlflowClient()
+    _register(store, tiny_vae_file, 0.5, params)
+    _register(store, tiny_vae_file, 0.4, params)
+    assert _aliases(client)["champion"] == "1"
+    _register(store, tiny_vae_file, 0.6, params)
+    assert _aliases(client)["champion"] == "3"
+
+
+def test_a_different_evaluation_protocol_never_takes_champion(store, tiny_vae_file, capsys):
+    client = MlflowClient()
+    _register(store, tiny_vae_file, 100.0)
+    _register(store, tiny_vae_file, 50.0, tiny_params(data={"test_limit": 500}))
+    assert _aliases(client) == {"challenger": "2", "champion": "1"}
+    assert "differs from champion (version 1) in data.test_limit" in capsys.readouterr().out
+
+
+def test_a_missing_metric_registers_nothing(store, tiny_vae_file):
+    params = tiny_params()
+    tracking.connect(params.tracking, store)
+    with pytest.raises(registry.RegistryError, match="not among the test metrics"):
+        registry.register(None, "run", {"test/other": 1.0}, params)
+    assert MlflowClient().search_model_versions(f"name='{NAME}'") == []
+
+
+def test_model_uri_accepts_aliases_versions_and_uris():
+    assert registry.model_uri("champion") == "models:/mnist-vae@champion"
+    assert registry.model_uri("3") == "models:/mnist-vae/3"
+    assert registry.model_uri("runs:/abc/model") == "runs:/abc/model"
+
+
+def test_the_generator_draws_digits_and_rejects_bad_input(store, tiny_vae_file):
+    _register(store, tiny_vae_file, 100.0)
+    generator = registry.load_generator("champion")
+    z = np.random.default_rng(0).standard_normal((4, 3)).astype("float32")
+    images = generator.predict(z)
+    assert images.shape == (4, 28, 28) and images.dtype == np.float32
+    assert images.min() >= 0.0 and images.max() <= 1.0
+    expected = np.asarray(load_vae(tiny_vae_file).decode(z))[..., 0]
+    np.testing.assert_allclose(images, expected, atol=1e-6)
+
+    bad = {
+        "width": np.zeros((2, 5), "float32"),
+        "rows": np.zeros((257, 3), "float32"),
+        "nan": np.array([[np.nan, 0, 0]], "float32"),
+        "one vector": np.zeros(3, "float32"),
+    }
+    for what, z_bad in bad.items():
+        with pytest.raises(MlflowException) as err:
+            generator.predict(z_bad)
+        assert err.value.get_http_status_code() == 400, what
+    with pytest.raises(MlflowException, match="between 1 and 256 latent vectors"):
+        generator.predict(bad["rows"])
+
+
+@pytest.mark.slow
+def test_registry_load_works_in_a_fresh_process(store, tiny_vae_file):
+    """A new interpreter gets the VAE and the generator, importing the package the model
+    carries (`code/`) ahead of any installed copy."""
+    _register(store, tiny_vae_file, 100.0)
+    script = textwrap.dedent("""
+        import json, sys
+        import mlflow
+        import numpy as np
+        generator = mlflow.pyfunc.load_model("models:/mnist-vae@champion")  # as a server does
+        loader = sys.modules["mnist_vae.registry"].__file__
+        from mnist_vae import registry
+        vae = registry.load("champion")
+        z = np.ones((2, 3), "float32")
+        print(json.dumps({
+            "type": type(vae).__name__,
+            "decode": np.asarray(vae.decode(z))[..., 0].tolist(),
+            "generated": generator.predict(z).tolist(),
+            "loader": loader,
+        }))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=store, capture_output=True,
+                          text=True, timeout=300,
+                          env=subprocess_env(MLFLOW_TRACKING_URI=store_uri(store)))
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    expected = np.asarray(load_vae(tiny_vae_file).decode(np.ones((2, 3), "float32")))[..., 0]
+    assert out["type"] == "VAE"
+    assert "/code/mnist_vae/registry.py" in out["loader"], "the model's own copy of the code"
+    np.testing.assert_allclose(out["decode"], expected, atol=1e-6)
+    np.testing.assert_allclose(out["generated"], expected, atol=1e-6)
