@@ -144,3 +144,31 @@ def test_article_config_builds_exactly_the_articles_layers(repo_root):
     deconv_acts = [layer.get_config()["activation"] for layer in vae.decoder.layers
                    if layer.__class__.__name__ == "Activation"]
     assert deconv_acts == ["relu", "relu", "relu"]
+
+
+def test_article_config_pins_every_model_key(repo_root):
+    """The article's model must not change when params.yaml's defaults do."""
+    import dataclasses
+
+    overlay = yaml.safe_load((repo_root / "configs" / "seed-article.yaml").read_text())["model"]
+    assert set(overlay) == {f.name for f in dataclasses.fields(ModelConfig)}
+    assert set(overlay["encoder"]) == {f.name for f in dataclasses.fields(EncoderConfig)}
+    unused_by_dense_head = {"head_kernel_size"}
+    assert set(overlay["decoder"]) == {f.name for f in dataclasses.fields(DecoderConfig)
+                                       } - unused_by_dense_head
+
+
+def test_batch_norm_adds_normalisation_after_each_layer_and_round_trips(tmp_path):
+    import dataclasses
+
+    cfg = dataclasses.replace(
+        TINY, encoder=dataclasses.replace(TINY.encoder, batch_norm=True),
+        decoder=dataclasses.replace(TINY.decoder, batch_norm=True))
+    vae = build_vae(cfg)
+    kinds = [layer.__class__.__name__ for layer in vae.encoder.layers + vae.decoder.layers]
+    assert kinds.count("BatchNormalization") == 2 + 3  # 2 convs; 1 dense + 2 deconvs
+    path = tmp_path / "bn.keras"
+    vae.save(path)
+    x = _images(3)
+    np.testing.assert_array_equal(np.asarray(load_vae(path).reconstruct(x)),
+                                  np.asarray(vae.reconstruct(x)))

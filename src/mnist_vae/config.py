@@ -163,6 +163,7 @@ class EncoderConfig:
     dropout: tuple[float, ...] = ()  # one rate per conv layer, or [] for none
     dense_units: tuple[int, ...] = checked((), all_positive)
     activation: Activation = "silu"
+    batch_norm: bool = False  # BatchNormalization after each conv and dense layer
 
     def __post_init__(self) -> None:
         _check_lengths("model.encoder", {"filters": len(self.filters),
@@ -187,6 +188,7 @@ class DecoderConfig:
     strides: tuple[int, ...] = checked((2, 2), all_positive)
     dropout: tuple[float, ...] = ()  # one rate per Conv2DTranspose layer, or [] for none
     conv_activation: Activation = "silu"
+    batch_norm: bool = False  # BatchNormalization after each dense and Conv2DTranspose layer
     head: Literal["conv", "dense"] = "conv"
     head_kernel_size: int = checked(3, positive)
 

@@ -28,18 +28,24 @@ def _activation(name: str, slope: float, layer_name: str) -> layers.Layer:
     return layers.Activation(name, name=layer_name)
 
 
+def _normalized(x, batch_norm: bool, name: str):
+    return layers.BatchNormalization(name=f"{name}_bn")(x) if batch_norm else x
+
+
 def build_encoder(cfg: EncoderConfig, latent_dim: int, slope: float) -> keras.Model:
     """Image -> (mean, log_var) of q(z | x)."""
     x = inputs = keras.Input(IMAGE_SHAPE, name="image")
     convs = zip(cfg.filters, cfg.kernel_sizes, cfg.strides, strict=True)
     for i, (filters, kernel, stride) in enumerate(convs, 1):
         x = layers.Conv2D(filters, kernel, strides=stride, padding="same", name=f"conv_{i}")(x)
+        x = _normalized(x, cfg.batch_norm, f"conv_{i}")
         x = _activation(cfg.activation, slope, f"conv_{i}_act")(x)
         if cfg.dropout and cfg.dropout[i - 1] > 0:
             x = layers.Dropout(cfg.dropout[i - 1], name=f"conv_{i}_dropout")(x)
     x = layers.Flatten(name="flatten")(x)
     for i, units in enumerate(cfg.dense_units, 1):
         x = layers.Dense(units, name=f"dense_{i}")(x)
+        x = _normalized(x, cfg.batch_norm, f"dense_{i}")
         x = _activation(cfg.activation, slope, f"dense_{i}_act")(x)
     mean = layers.Dense(latent_dim, name="mean")(x)
     log_var = layers.Dense(latent_dim, name="log_var")(x)
@@ -51,12 +57,14 @@ def build_decoder(cfg: DecoderConfig, latent_dim: int, slope: float) -> keras.Mo
     x = inputs = keras.Input((latent_dim,), name="z")
     for i, units in enumerate((*cfg.dense_units, math.prod(cfg.reshape)), 1):
         x = layers.Dense(units, name=f"dense_{i}")(x)
+        x = _normalized(x, cfg.batch_norm, f"dense_{i}")
         x = _activation(cfg.dense_activation, slope, f"dense_{i}_act")(x)
     x = layers.Reshape(cfg.reshape, name="reshape")(x)
     convs = zip(cfg.filters, cfg.kernel_sizes, cfg.strides, strict=True)
     for i, (filters, kernel, stride) in enumerate(convs, 1):
         x = layers.Conv2DTranspose(filters, kernel, strides=stride, padding="same",
                                    name=f"deconv_{i}")(x)
+        x = _normalized(x, cfg.batch_norm, f"deconv_{i}")
         x = _activation(cfg.conv_activation, slope, f"deconv_{i}_act")(x)
         if cfg.dropout and cfg.dropout[i - 1] > 0:
             x = layers.Dropout(cfg.dropout[i - 1], name=f"deconv_{i}_dropout")(x)
