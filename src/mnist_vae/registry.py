@@ -19,7 +19,7 @@ import importlib.metadata
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import mlflow
 import numpy as np
@@ -91,7 +91,7 @@ def log_model(vae_path: Path, cfg: TrackingConfig) -> ModelInfo:
 
 def _load_pyfunc(data_path: str, model_config: dict[str, Any] | None = None) -> DigitGenerator:
     """pyfunc loader: what `mlflow.pyfunc.load_model` and `mlflow models serve` call."""
-    max_rows = int((model_config or {}).get("max_rows", 256))
+    max_rows = int((model_config or {}).get("max_rows", TrackingConfig().serve_max_rows))
     return DigitGenerator(load_vae(Path(data_path) / KERAS_FILE), max_rows)
 
 
@@ -127,7 +127,7 @@ class DigitGenerator:
         return z
 
 
-def _bad(message: str) -> None:
+def _bad(message: str) -> NoReturn:
     raise MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
 
 
