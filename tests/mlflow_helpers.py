@@ -17,8 +17,9 @@ VENV_BIN = Path(__file__).resolve().parents[1] / ".venv" / "bin"
 METRIC = "test/bernoulli/neg_elbo"
 TINY_MODEL = {
     "latent_dim": 3,
-    "encoder": {"filters": [4, 8]},
-    "decoder": {"reshape": [7, 7, 4], "filters": [8, 4]},
+    "encoder": {"filters": [4, 8], "kernel_sizes": [3, 3], "strides": [2, 2]},
+    "decoder": {"reshape": [7, 7, 4], "filters": [8, 4], "kernel_sizes": [3, 3],
+                "strides": [2, 2]},
 }
 
 
