@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 def test_two_queued_experiments_land_in_dvc_and_mlflow(built_repo, tmp_path):
     repo = clone_repo(built_repo, tmp_path / "repo")
     env = pipeline_env(repo)
-    for name, change in (("exp-lr", "train.learning_rate=0.002"), ("exp-beta", "train.beta=0.9")):
+    for name, change in (("exp-lr", "train.learning_rate=0.0015"), ("exp-beta", "train.beta=0.9")):
         run_dvc(repo, "exp", "run", "--queue", "-n", name, "-S", change, env=env)
     run_dvc(repo, "exp", "run", "--run-all", "-j", "1", env=env, timeout=1500)
 
@@ -26,7 +26,7 @@ def test_two_queued_experiments_land_in_dvc_and_mlflow(built_repo, tmp_path):
                 experiments[rev.get("name") or exp.get("name")] = rev["data"]
     assert {"exp-lr", "exp-beta"} <= set(experiments), sorted(experiments)
     lr = experiments["exp-lr"]["params"]["params.yaml"]["data"]["train"]["learning_rate"]
-    assert lr == 0.002
+    assert lr == 0.0015
     exp_metric = experiments["exp-lr"]["metrics"]["metrics/eval.json"]["data"]
     neg_elbo = exp_metric["test"]["bernoulli"]["neg_elbo"]
 
@@ -42,7 +42,7 @@ def test_two_queued_experiments_land_in_dvc_and_mlflow(built_repo, tmp_path):
             (run_id, "test/bernoulli/neg_elbo")).fetchone()
         name = con.execute("SELECT name FROM runs WHERE run_uuid = ?", (run_id,)).fetchone()[0]
     assert name == "exp-lr"
-    assert float(params["train.learning_rate"]) == 0.002
+    assert float(params["train.learning_rate"]) == 0.0015
     assert metric[0] == pytest.approx(neg_elbo, rel=1e-6)
 
 

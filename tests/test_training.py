@@ -298,9 +298,13 @@ def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(tmp_path):
     a = json.loads(Path(resumed_spec["out"] + ".json").read_text())
     b = json.loads(Path(straight_spec["out"] + ".json").read_text())
     assert a["facts"]["resumed_from_epoch"] == 2 and b["facts"]["resumed_from_epoch"] == 0
-    assert a["history"] == b["history"]  # every epoch's metrics, bit for bit
     assert len(a["history"]) == 4
     with np.load(resumed_spec["out"]) as wa, np.load(straight_spec["out"]) as wb:
         assert wa.files == wb.files
         for key in wa.files:
             np.testing.assert_array_equal(wa[key], wb[key], err_msg=key)
+    # Weights are bit for bit (above). The per-epoch running means Keras reports are summed in
+    # float32 by multithreaded kernels, whose reduction order can move the last bit (~1e-7).
+    assert [e.keys() for e in a["history"]] == [e.keys() for e in b["history"]]
+    for ea, eb in zip(a["history"], b["history"], strict=True):
+        assert ea == pytest.approx(eb, rel=1e-6, abs=0), ea["epoch"]
