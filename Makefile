@@ -14,11 +14,14 @@ BUDGET  ?= 600
 help:  ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock pyproject.toml scripts/venv_path.pth
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
 	$(BIN)/python -m pip install --quiet -r requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e .
+	@# dvc.yaml runs `python stages/...`: put this venv first on PATH for every process it starts,
+	@# so `.venv/bin/dvc repro` works without activating the venv.
+	cp scripts/venv_path.pth "$$($(BIN)/python -c 'import site; print(site.getsitepackages()[0])')/"
 	@touch $@
 
 setup: $(STAMP)  ## Create .venv and install the locked dependencies
