@@ -140,5 +140,10 @@ def test_dvc_repro_after_sigkill_resumes_and_matches_an_uninterrupted_run(ci_rep
 
     resumed = run_dvc(killed, "repro", "train", env=env_killed)
     assert "Resuming from" in resumed.stdout and "1 epochs done" in resumed.stdout
-    assert _metrics(killed) == reference
+    # Weights and validation metrics repeat exactly; Keras' running train means are summed in
+    # float32 by multithreaded kernels and may move in the last bit (~1e-7), so compare them so.
+    resumed_metrics = _metrics(killed)
+    assert resumed_metrics["val"] == reference["val"]
+    assert resumed_metrics["train"] == pytest.approx(reference["train"], rel=1e-6, abs=0)
+    assert (killed / "models" / "vae.keras").exists()
     assert not list(checkpoints.glob("*/checkpoint.npz"))
