@@ -11,6 +11,7 @@ from pathlib import Path
 
 from mnist_vae import tracking
 from mnist_vae.config import load_params
+from mnist_vae.files import write_json
 
 
 def main() -> int:
@@ -35,7 +36,7 @@ def main() -> int:
         result.facts["stage_wall_time_s"] = round(time.perf_counter() - started, 2)
         training.save_model(result.model, paths.model)
         training.write_progress(paths.progress, result.progress)
-        training.write_json(paths.train_facts, result.facts)
+        write_json(paths.train_facts, result.facts)
     training.remove_checkpoint(checkpoint_dir)
     facts = result.facts
     print(f"train: best epoch {facts['best_epoch']} of {facts['epochs_run']}, "
