@@ -242,8 +242,19 @@ def write_results(results: dict, out_dir: Path) -> tuple[Path, Path]:
     return json_path, md_path
 
 
+def require_data() -> None:
+    """Fail before any model trains when the pipeline's MNIST file is missing."""
+    from mnist_vae.config import load_params  # noqa: PLC0415
+
+    path = REPO / load_params(REPO / "params.yaml").paths.data
+    if not path.is_file():
+        raise SystemExit(f"benchmark: {path} is missing; run `dvc repro download` (with "
+                         "MNIST_VAE_SOURCE=<local mirror> on an offline machine) first")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    require_data()
     WORK_DIR.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=WORK_DIR, prefix="run-") as tmp:
         work = Path(tmp)
