@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from mnist_vae.files import atomic_path, write_json
+from mnist_vae.files import atomic_path, atomic_paths, write_json
 
 
 def test_write_json_creates_parents_and_leaves_no_temp_file(tmp_path):
@@ -23,3 +23,17 @@ def test_a_failed_write_keeps_the_old_file_and_no_temp(tmp_path):
         raise RuntimeError("killed")
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["model.keras"]
+
+
+def test_several_outputs_appear_together_or_not_at_all(tmp_path):
+    data, provenance = tmp_path / "data" / "mnist.npz", tmp_path / "data" / "provenance.json"
+    with pytest.raises(RuntimeError), atomic_paths(data, provenance) as (data_tmp, prov_tmp):
+        data_tmp.write_text("arrays")
+        prov_tmp.write_text("{}")
+        raise RuntimeError("killed after both temp files were written")
+    assert sorted(p.name for p in data.parent.iterdir()) == []
+    with atomic_paths(data, provenance) as (data_tmp, prov_tmp):
+        data_tmp.write_text("arrays")
+        prov_tmp.write_text("{}")
+    assert data.read_text() == "arrays" and provenance.read_text() == "{}"
+    assert sorted(p.name for p in data.parent.iterdir()) == ["mnist.npz", "provenance.json"]

@@ -22,8 +22,7 @@ import logging
 import os
 import sys
 import threading
-import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -34,6 +33,7 @@ import urllib3
 from tqdm import tqdm
 
 from mnist_vae.config import DownloadConfig
+from mnist_vae.files import atomic_paths
 from mnist_vae.idx import IdxError, gunzip, parse_idx
 
 log = logging.getLogger(__name__)
@@ -370,28 +370,13 @@ def _utc_now() -> str:
 
 def save_mnist(mnist: Mnist, data_path: str | Path, provenance_path: str | Path) -> None:
     """Write the arrays (npz) and provenance (JSON) together, atomically: both or neither."""
-    with atomic_outputs(Path(data_path), Path(provenance_path)) as (data_tmp, provenance_tmp):
+    with atomic_paths(data_path, provenance_path) as (data_tmp, provenance_tmp):
         with open(data_tmp, "wb") as f:
             np.savez_compressed(f, **mnist.arrays)  # same arrays, same bytes
             _sync(f)
         with open(provenance_tmp, "w") as f:
             f.write(json.dumps(mnist.provenance, indent=2) + "\n")
             _sync(f)
-
-
-@contextlib.contextmanager
-def atomic_outputs(*paths: Path) -> Iterator[list[Path]]:
-    """Yield temp paths beside `paths`; rename them into place only if the block succeeds."""
-    temps = [p.with_name(f".{p.name}.{uuid.uuid4().hex[:8]}.tmp") for p in paths]
-    try:
-        for path in paths:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        yield temps
-        for temp, path in zip(temps, paths, strict=True):
-            os.replace(temp, path)
-    finally:
-        for temp in temps:
-            temp.unlink(missing_ok=True)
 
 
 def _sync(f) -> None:
