@@ -38,10 +38,12 @@ def main() -> int:
         training.write_progress(paths.progress, result.progress)
         write_json(paths.train_facts, result.facts)
     training.remove_checkpoint(checkpoint_dir)
-    facts = result.facts
+    facts, prior = result.facts, result.facts["prior"]
+    fitted = (f"{prior['components']}-component mixture prior fitted in {prior['seconds']:.0f} s"
+              if prior["kind"] == "mixture" else "N(0, I) prior")
     print(f"train: best epoch {facts['best_epoch']} of {facts['epochs_run']}, "
           f"val loss {facts['best_val_loss']:.2f} nats, {facts['images_per_s']:.0f} images/s, "
-          f"{facts['stage_wall_time_s']:.0f} s; MLflow run {run.run_id}")
+          f"{fitted}, {facts['stage_wall_time_s']:.0f} s; MLflow run {run.run_id}")
     return 0
 
 

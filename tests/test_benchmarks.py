@@ -181,6 +181,8 @@ def fixture_results():
             m["final"].setdefault("class_entropy", 0.9)
             m.update(n_params=1234, load_before=0.1, load_after=1.9)
     models["broken"]["note"] = "exit 1"
+    models["ours"]["prior"] = {"kind": "mixture", "components": 50, "codes": 55000,
+                               "seconds": 21.04}
     return {
         "date": "2026-11-25", "label": None, "reference_run": False,
         "why_not_reference": "budget 60 s",
@@ -211,6 +213,9 @@ def test_report_renders_every_table_with_the_numbers():
     assert "| after `render.scale=3` | 9.87 | render |" in text
     assert "| nothing changed | 1.23 | none |" in text
     assert "`ours` 0.1 → 1.9" in text
+    assert ("`ours`: after its budget, a 50-component Gaussian mixture prior was fitted to "
+            "55,000 training codes in 21.0 s") in text
+    assert "`mlp`: after its budget" not in text
     assert "![prior samples]" not in text
     results = {**fixture_results(), "samples_picture": "2026-11-25-samples.png"}
     linked = report.render(results, picture_dir="benchmarks/results/")

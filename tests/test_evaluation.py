@@ -17,7 +17,7 @@ from mnist_vae.config import (
 )
 from mnist_vae.files import write_json
 from mnist_vae.model import build_vae
-from toy_models import ConstantVAE, LinearGaussianVAE, ToyImageVAE
+from toy_models import ConstantVAE, LinearGaussianVAE, ShiftedPriorVAE, ToyImageVAE
 
 LN2 = math.log(2.0)
 
@@ -108,6 +108,33 @@ def test_elbo_with_exact_posterior_is_unbiased_for_the_nll():
     terms = ev.elbo_terms(model, _linear_view(model, x), 500, seed=0)
     np.testing.assert_allclose(model.exact_neg_elbo(x), model.true_nll(x), rtol=1e-9)
     assert terms["neg_elbo"].mean() == pytest.approx(model.true_nll(x).mean(), abs=0.05)
+
+
+def test_a_fitted_prior_enters_the_elbo_iwae_and_samples():
+    # With the exact posterior, log p(x|z) + log p(z) - log q(z|x) = log p(x) for every z: the
+    # one-sample -ELBO (Monte Carlo KL against the mixture) and IWAE are exact per image.
+    model = ShiftedPriorVAE(LinearGaussianVAE(), shift=[3.0, -1.0], scale=[0.5, 2.0])
+    x = model.base.sample_x(50)
+    view = _linear_view(model, x)
+    terms = ev.elbo_terms(model, view, 7, seed=0)
+    np.testing.assert_allclose(terms["neg_elbo"], model.base.true_nll(x), rtol=1e-6)  # float32 z
+    np.testing.assert_allclose(ev.iwae_nll(model, view, 5, 1000, seed=0),
+                               model.base.true_nll(x), rtol=1e-6)
+    z = model.prior.sample(20000, np.random.default_rng(0))
+    np.testing.assert_allclose(z.mean(axis=0), [3.0, -1.0], atol=0.05)
+    np.testing.assert_allclose(z.std(axis=0), [0.5, 2.0], rtol=0.03)
+
+
+def test_monte_carlo_kl_is_unbiased_for_the_closed_form():
+    # q = N(mu, diag(v)) against p = N(m, diag(S)): KL has a closed form to compare with.
+    prior = ShiftedPriorVAE(LinearGaussianVAE(), shift=[1.0, 0.0], scale=[2.0, 0.5]).prior
+    rng = np.random.default_rng(0)
+    mean, log_var = np.array([[0.5, 0.3]] * 200_000), np.log(np.array([[0.8, 0.1]] * 200_000))
+    kl = ev.kl_estimate(prior, mean, log_var, rng.standard_normal(mean.shape))
+    var, prior_var = np.exp(log_var[0]), np.array([4.0, 0.25])
+    exact = 0.5 * np.sum(var / prior_var + (np.array([1.0, 0.0]) - mean[0]) ** 2 / prior_var
+                         - 1.0 + np.log(prior_var / var))
+    assert kl.mean() == pytest.approx(exact, abs=0.01)
 
 
 def test_iwae_plan_bounds_images_times_samples():
@@ -259,7 +286,8 @@ EXPECTED_KEYS = {
     "samples": {"recognisable", "class_entropy", "frechet", "frechet_floor",
                 "test_recognisable", "test_class_entropy", "class_fraction"},
     "meta": {"likelihood", "trained_view", "test_images", "iwae_samples", "iwae_images",
-             "prior_samples", "gaussian_nll_constant", "seconds"},
+             "prior_samples", "prior_components", "kl_estimator", "gaussian_nll_constant",
+             "seconds"},
     "meta.seconds": {"elbo", "iwae", "active_units", "samples", "total"},
 }
 

@@ -1,5 +1,6 @@
 """The VAE's public API, its serialisation, and the article's architecture layer by layer."""
 
+import dataclasses
 import subprocess
 import sys
 import textwrap
@@ -9,8 +10,15 @@ import numpy as np
 import pytest
 import yaml
 
-from mnist_vae.config import DecoderConfig, EncoderConfig, ModelConfig, parse_section
+from mnist_vae.config import (
+    DecoderConfig,
+    EncoderConfig,
+    ModelConfig,
+    PriorConfig,
+    parse_section,
+)
 from mnist_vae.model import VAE, build_vae, load_vae
+from mnist_vae.prior import GaussianMixture
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -172,3 +180,37 @@ def test_batch_norm_adds_normalisation_after_each_layer_and_round_trips(tmp_path
     x = _images(3)
     np.testing.assert_array_equal(np.asarray(load_vae(path).reconstruct(x)),
                                   np.asarray(vae.reconstruct(x)))
+
+
+def _far_mixture(dim: int) -> GaussianMixture:
+    """Two narrow components far from N(0, I)'s mass, weights 1/4 and 3/4."""
+    means = np.stack([np.full(dim, 5.0), np.full(dim, -5.0)])
+    return GaussianMixture(np.log([0.25, 0.75]), means, np.tile(0.1 * np.eye(dim), (2, 1, 1)))
+
+
+def test_prior_starts_as_n01_and_a_fitted_one_is_saved_and_sampled(tmp_path):
+    model = build_vae(dataclasses.replace(TINY, prior=PriorConfig(kind="mixture", components=2)))
+    assert model.prior_distribution().is_standard  # what training assumes
+    model.set_prior(_far_mixture(3))
+    model.save(tmp_path / "m.keras")
+    loaded = load_vae(tmp_path / "m.keras")
+    prior = loaded.prior_distribution()
+    np.testing.assert_allclose(prior.means, _far_mixture(3).means)
+    np.testing.assert_allclose(np.exp(prior.log_weights), [0.25, 0.75], rtol=1e-6)
+    z = prior.sample(6, np.random.default_rng(4))
+    np.testing.assert_allclose(np.asarray(loaded.sample(6, seed=4)),
+                               np.asarray(loaded.decode(z.astype("float32"))), rtol=1e-6)
+    assert np.all(np.abs(np.abs(z) - 5.0) < 1.0)  # drawn from the mixture, not N(0, I)
+
+
+def test_a_prior_of_the_wrong_shape_is_refused():
+    model = build_vae(dataclasses.replace(TINY, prior=PriorConfig(kind="mixture", components=3)))
+    with pytest.raises(ValueError, match="expected 3 components of dimension 3, got 2 of 3"):
+        model.set_prior(_far_mixture(3))
+    assert model.prior_distribution().is_standard
+
+
+def test_standard_prior_has_one_n01_component():
+    model = build_vae(dataclasses.replace(TINY, prior=PriorConfig(kind="standard")))
+    prior = model.prior_distribution()
+    assert prior.components == 1 and prior.is_standard

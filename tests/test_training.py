@@ -21,6 +21,7 @@ from mnist_vae.config import (
     EncoderConfig,
     ModelConfig,
     Params,
+    PriorConfig,
     TrainConfig,
 )
 from mnist_vae.data import split
@@ -141,7 +142,7 @@ def test_kl_warmup_ramps_the_weight_linearly_to_beta(tmp_path):
 
 
 class ScriptedValLoss(keras.callbacks.Callback):
-    """Replaces each epoch's val_loss with a scripted value and remembers the weights."""
+    """Replaces each epoch's val_loss with a scripted value and remembers the trained weights."""
 
     def __init__(self, values):
         super().__init__()
@@ -149,7 +150,7 @@ class ScriptedValLoss(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs["val_loss"] = self.values[epoch]
-        self.weights.append(self.model.get_weights())
+        self.weights.append([w.numpy() for w in self.model.trainable_weights])
 
 
 def test_early_stopping_keeps_the_best_epochs_weights(tmp_path):
@@ -159,7 +160,8 @@ def test_early_stopping_keeps_the_best_epochs_weights(tmp_path):
                    callbacks=(script,), verbose=0)
     assert result.facts["epochs_run"] == 4 and result.facts["stopped_early"]
     assert result.facts["best_epoch"] == 2 and result.facts["best_val_loss"] == 250.0
-    for saved, best in zip(result.model.get_weights(), script.weights[1], strict=True):
+    saved_weights = [w.numpy() for w in result.model.trainable_weights]
+    for saved, best in zip(saved_weights, script.weights[1], strict=True):
         np.testing.assert_array_equal(saved, best)
 
 
@@ -308,3 +310,31 @@ def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(tmp_path):
     assert [e.keys() for e in a["history"]] == [e.keys() for e in b["history"]]
     for ea, eb in zip(a["history"], b["history"], strict=True):
         assert ea == pytest.approx(eb, rel=1e-6, abs=0), ea["epoch"]
+
+
+# --- the fitted prior ----------------------------------------------------------------------
+
+def test_training_ends_by_fitting_the_mixture_prior_to_the_training_codes(tmp_path):
+    model_cfg = dataclasses.replace(TINY_MODEL, prior=PriorConfig(components=4))
+    result = train(_splits(), TINY_DATA, model_cfg, TINY_TRAIN, tmp_path / "ckpt", verbose=0)
+    facts = result.facts["prior"]
+    assert facts["kind"] == "mixture" and facts["components"] == 4 and facts["codes"] == 64
+    assert facts["codes_log_prob"] > facts["codes_log_prob_standard"]  # ML beats N(0, I)
+    prior = result.model.prior_distribution()
+    assert prior.components == 4 and not prior.is_standard
+
+
+def test_a_standard_prior_stays_n01(tmp_path):
+    model_cfg = dataclasses.replace(TINY_MODEL, prior=PriorConfig(kind="standard"))
+    cfg = dataclasses.replace(TINY_TRAIN, epochs=1)
+    result = train(_splits(), TINY_DATA, model_cfg, cfg, tmp_path / "ckpt", verbose=0)
+    assert result.facts["prior"] == {"kind": "standard"}
+    assert result.model.prior_distribution().is_standard
+
+
+def test_a_mixture_too_big_for_the_data_fails_before_training(tmp_path):
+    model_cfg = dataclasses.replace(TINY_MODEL, prior=PriorConfig(components=65))
+    logger = Records()
+    with pytest.raises(ValueError, match=r"model\.prior\.components: 65 .* 64 training images"):
+        train(_splits(), TINY_DATA, model_cfg, TINY_TRAIN, tmp_path / "ckpt", logger, verbose=0)
+    assert logger.records == [] and not (tmp_path / "ckpt").exists()

@@ -110,3 +110,31 @@ class ConstantVAE:
 
     def decode_logits(self, z):
         return np.full((len(z), 28, 28, 1), self.logit, np.float32)
+
+
+class ShiftedPriorVAE:
+    """`LinearGaussianVAE` with its latent moved: z' = m + s z, so p(z') = N(m, diag(s^2)),
+    written as a mixture of `copies` identical components. p(x) and the exactness of the
+    posterior are unchanged, so every bound must still equal the true NLL."""
+
+    def __init__(self, base: LinearGaussianVAE, shift, scale, copies=2):
+        from mnist_vae.prior import GaussianMixture
+
+        self.base, self.likelihood, self.latent_dim = base, base.likelihood, base.latent_dim
+        self.m, self.s = np.asarray(shift, np.float64), np.asarray(scale, np.float64)
+        self.prior = GaussianMixture(np.full(copies, -math.log(copies)),
+                                     np.tile(self.m, (copies, 1)),
+                                     np.tile(np.diag(self.s), (copies, 1, 1)))
+
+    def prior_distribution(self):
+        return self.prior
+
+    def encode(self, x):
+        mean, log_var = self.base.encode(x)
+        return self.m + self.s * mean, log_var + 2 * np.log(self.s)
+
+    def decode_logits(self, z):
+        return self.base.decode_logits((np.asarray(z, np.float64) - self.m) / self.s)
+
+    def nll(self, x, mean):
+        return self.base.nll(x, mean)

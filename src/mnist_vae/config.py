@@ -203,6 +203,17 @@ class DecoderConfig:
 
 
 @dataclass(frozen=True)
+class PriorConfig:
+    """p(z): N(0, I) while training; `mixture` then fits a Gaussian mixture to training codes."""
+
+    kind: Literal["standard", "mixture"] = "mixture"
+    components: int = checked(50, positive)
+    covariance: Literal["full", "diag"] = "full"
+    fit_samples: int = checked(1, positive)  # codes z ~ q(z|x) drawn per training image
+    fit_iterations: int = checked(200, positive)  # most EM iterations
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """The VAE's architecture and likelihood."""
 
@@ -211,6 +222,7 @@ class ModelConfig:
     leaky_relu_slope: float = checked(0.3, non_negative)  # used where activation is leaky_relu
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
 
 
 @dataclass(frozen=True)

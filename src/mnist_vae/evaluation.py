@@ -5,7 +5,8 @@ one way: `bernoulli` (grey pixels as Bernoulli targets, the convention that make
 models comparable) always, plus the likelihood and data the model was trained with when that
 differs (`gaussian`, `bernoulli_binarized`, ...). The functions take any object with the VAE's
 `encode(x) -> (mean, log_var)` and `decode_logits(z) -> logits` methods, so hand-made models with
-known distributions can check the arithmetic.
+known distributions can check the arithmetic. A model's prior is its `prior_distribution()`,
+N(0, I) when it has none.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from mnist_vae import losses
 from mnist_vae.classifier import Predictions
 from mnist_vae.classifier import predict as classifier_predict
 from mnist_vae.config import EvaluateConfig
+from mnist_vae.prior import GaussianMixture
 
 LOG_2PI = math.log(2.0 * math.pi)
 NUM_CLASSES = 10
@@ -55,9 +57,21 @@ def bits_per_dim(nats: float, dims: int) -> float:
     return float(nats) / (dims * math.log(2.0))
 
 
-def log_standard_normal(z: np.ndarray) -> np.ndarray:
-    """log N(z; 0, I) summed over the last axis."""
-    return -0.5 * np.sum(z**2 + LOG_2PI, axis=-1)
+def prior_of(model: Any) -> GaussianMixture:
+    """The model's p(z): its fitted prior if it has one, else N(0, I)."""
+    if hasattr(model, "prior_distribution"):
+        return model.prior_distribution()
+    return GaussianMixture.standard(model.latent_dim)
+
+
+def kl_estimate(prior: GaussianMixture, mean: np.ndarray, log_var: np.ndarray,
+                eps: np.ndarray) -> np.ndarray:
+    """KL(q(z|x) || p(z)) per row: closed form for N(0, I), else the one-sample Monte Carlo
+    log q(z|x) - log p(z) at z = mean + sigma * eps (unbiased)."""
+    if prior.is_standard:
+        return _np(losses.kl_to_standard_normal(mean, log_var)).astype(np.float64)
+    z = mean + np.exp(0.5 * log_var) * eps
+    return log_diag_normal_from_eps(eps, log_var) - prior.log_prob(z)
 
 
 def log_diag_normal_from_eps(eps: np.ndarray, log_var: np.ndarray) -> np.ndarray:
@@ -85,20 +99,22 @@ def decode_means(model: Any, z: np.ndarray, batch_size: int) -> np.ndarray:
 def elbo_terms(
     model: Any, view: View, batch_size: int, seed: int, grey: np.ndarray | None = None
 ) -> dict[str, np.ndarray]:
-    """Per-image reconstruction NLL (one seeded z ~ q(z|x)), analytic KL and -ELBO.
+    """Per-image reconstruction NLL (one seeded z ~ q(z|x)), KL (`kl_estimate`) and -ELBO.
 
     With `grey`, also the summed squared error between those grey images and the decoder
     means at the same z: the article's quantity.
     """
     rng = np.random.default_rng(seed)
+    prior = prior_of(model)
     rec, kl, sse = [], [], []
     for s in _batches(len(view.images), batch_size):
         x = view.images[s]
         mean, log_var = (_np(t).astype(np.float64) for t in model.encode(x))
-        z = mean + np.exp(0.5 * log_var) * rng.standard_normal(mean.shape)
+        eps = rng.standard_normal(mean.shape)
+        z = mean + np.exp(0.5 * log_var) * eps
         logits = model.decode_logits(z.astype(np.float32))
         rec.append(_np(view.nll(x, logits)).astype(np.float64))
-        kl.append(_np(losses.kl_to_standard_normal(mean, log_var)).astype(np.float64))
+        kl.append(kl_estimate(prior, mean, log_var, eps))
         if grey is not None:
             err = grey[s].astype(np.float64) - _np(tf.sigmoid(logits)).astype(np.float64)
             sse.append(np.sum(err.reshape(len(err), -1) ** 2, axis=1))
@@ -123,6 +139,7 @@ def iwae_nll(model: Any, view: View, k: int, max_batch: int, seed: int) -> np.nd
     a one-sample -ELBO; it can only decrease (in expectation) as k grows.
     """
     rng = np.random.default_rng(seed)
+    prior = prior_of(model)
     n_images, n_samples = iwae_plan(k, max_batch)
     out = []
     for s in _batches(len(view.images), n_images):
@@ -137,7 +154,8 @@ def iwae_nll(model: Any, view: View, k: int, max_batch: int, seed: int) -> np.nd
             logits = model.decode_logits(z.reshape(m * b, -1).astype(np.float32))
             targets = np.tile(x, (m,) + (1,) * (x.ndim - 1))
             log_px_z = -_np(view.nll(targets, logits)).astype(np.float64).reshape(m, b)
-            log_w[c] = log_px_z + log_standard_normal(z) - log_diag_normal_from_eps(eps, log_var)
+            log_pz = prior.log_prob(z.reshape(m * b, -1)).reshape(m, b)
+            log_w[c] = log_px_z + log_pz - log_diag_normal_from_eps(eps, log_var)
         out.append(-(special.logsumexp(log_w, axis=0) - math.log(k)))
     return np.concatenate(out)
 
@@ -193,8 +211,8 @@ def recognisable(probs: np.ndarray, confidence: float) -> float:
 
 
 def prior_samples(model: Any, n: int, seed: int, batch_size: int) -> np.ndarray:
-    """Decoder means of n seeded draws z ~ N(0, I)."""
-    z = np.random.default_rng(seed).standard_normal((n, model.latent_dim))
+    """Decoder means of n seeded draws z ~ p(z)."""
+    z = prior_of(model).sample(n, np.random.default_rng(seed))
     return decode_means(model, z, batch_size)
 
 
@@ -322,6 +340,8 @@ def evaluate(
     seconds["total"] = time.perf_counter() - start
     meta = {
         "likelihood": model.likelihood,
+        "prior_components": prior_of(model).components,
+        "kl_estimator": "analytic" if prior_of(model).is_standard else "monte_carlo_1",
         "trained_view": views[-1].name,
         "test_images": int(len(grey)),
         "iwae_samples": cfg.iwae_samples,

@@ -17,6 +17,7 @@ from keras import layers, ops
 
 from mnist_vae.config import DecoderConfig, EncoderConfig, ModelConfig, parse_section
 from mnist_vae.losses import kl_to_standard_normal, reconstruction_nll
+from mnist_vae.prior import GaussianMixture
 
 IMAGE_SHAPE = (28, 28, 1)
 _CHUNK = 1000  # images per forward pass in the public API, to bound memory
@@ -100,6 +101,43 @@ class Sampling(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="mnist_vae")
+class MixturePrior(layers.Layer):
+    """The prior's parameters as non-trainable weights, so `.keras` files carry them.
+
+    It starts as N(0, I) (every component the standard normal), the prior training uses;
+    `assign` replaces it with a fitted mixture.
+    """
+
+    def __init__(self, components: int = 1, latent_dim: int = 2, **kwargs):
+        super().__init__(trainable=False, **kwargs)
+        self.components = components
+        self.latent_dim = latent_dim
+        k, d = components, latent_dim
+        self.log_weights = self.add_weight((k,), initializer=keras.initializers.Constant(
+            -math.log(k)), trainable=False, name="log_weights")
+        self.means = self.add_weight((k, d), initializer="zeros", trainable=False, name="means")
+        self.scale_tril = self.add_weight((k, d, d), initializer=lambda shape, dtype=None: ops.tile(
+            ops.eye(d, dtype=dtype)[None], (k, 1, 1)), trainable=False, name="scale_tril")
+        self.built = True
+
+    def distribution(self) -> GaussianMixture:
+        return GaussianMixture(*(np.asarray(w.numpy(), np.float64) for w in
+                                 (self.log_weights, self.means, self.scale_tril)))
+
+    def assign(self, mixture: GaussianMixture) -> None:
+        if (mixture.components, mixture.dim) != (self.components, self.latent_dim):
+            raise ValueError(f"prior: expected {self.components} components of dimension "
+                             f"{self.latent_dim}, got {mixture.components} of {mixture.dim}")
+        self.log_weights.assign(mixture.log_weights.astype("float32"))
+        self.means.assign(mixture.means.astype("float32"))
+        self.scale_tril.assign(mixture.scale_tril.astype("float32"))
+
+    def get_config(self):
+        return {**super().get_config(), "components": self.components,
+                "latent_dim": self.latent_dim}
+
+
+@keras.saving.register_keras_serializable(package="mnist_vae")
 class VAE(keras.Model):
     """A VAE whose architecture is one `ModelConfig`; it owns its loss in train/test_step.
 
@@ -118,6 +156,8 @@ class VAE(keras.Model):
         self.encoder = build_encoder(model_config.encoder, self.latent_dim, slope)
         self.decoder = build_decoder(model_config.decoder, self.latent_dim, slope)
         self.sampling = Sampling(name="sampling")
+        components = model_config.prior.components if model_config.prior.kind == "mixture" else 1
+        self.prior = MixturePrior(components, self.latent_dim, name="prior")
         self.beta = 1.0
         self.kl_warmup_steps = 0
         self.loss_tracker = keras.metrics.Mean(name="loss")
@@ -147,9 +187,17 @@ class VAE(keras.Model):
         return ops.sigmoid(self.decode_logits(z))
 
     def sample(self, n: int, seed: int):
-        """n images decoded from z ~ N(0, I); the same seed gives the same images."""
-        z = keras.random.normal((n, self.latent_dim), seed=seed)
-        return self.decode(z)
+        """n images decoded from z ~ p(z); the same seed gives the same images."""
+        z = self.prior_distribution().sample(n, np.random.default_rng(seed))
+        return self.decode(z.astype("float32"))
+
+    def prior_distribution(self) -> GaussianMixture:
+        """p(z): N(0, I) until `set_prior` installs a fitted mixture."""
+        return self.prior.distribution()
+
+    def set_prior(self, mixture: GaussianMixture) -> None:
+        """Replace p(z) (it is saved with the model)."""
+        self.prior.assign(mixture)
 
     def reconstruct(self, x):
         """Images -> decode(mean of q(z | x)): the deterministic reconstruction."""

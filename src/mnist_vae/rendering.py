@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw, ImageFont
 from scipy import stats
 
 from mnist_vae.config import RenderConfig
-from mnist_vae.evaluation import decode_means, encode
+from mnist_vae.evaluation import decode_means, encode, prior_of
 from mnist_vae.files import atomic_path
 
 BACKGROUND = 64  # grey: tiles are black-backed digits, gutters must still show
@@ -99,9 +99,9 @@ def save_png(image: Image.Image, path: str | Path) -> None:
 
 
 def samples_grid(model: Any, cfg: RenderConfig) -> Image.Image:
-    """grid x grid decoder means of seeded draws from the prior N(0, I)."""
+    """grid x grid decoder means of seeded draws from the model's prior."""
     n = cfg.samples_grid
-    z = np.random.default_rng(cfg.seed).standard_normal((n * n, model.latent_dim))
+    z = prior_of(model).sample(n * n, np.random.default_rng(cfg.seed))
     images = decode_means(model, z, batch_size=n * n)
     return compose(images.reshape(n, n, TILE, TILE), cfg.scale, cfg.gutter)
 

@@ -26,10 +26,11 @@ import tensorflow as tf
 from mnist_vae import data as data_module
 from mnist_vae import losses as losses_module
 from mnist_vae import model as model_module
-from mnist_vae.config import DataConfig, ModelConfig, Params, TrainConfig
+from mnist_vae.config import DataConfig, ModelConfig, Params, PriorConfig, TrainConfig
 from mnist_vae.data import Splits
 from mnist_vae.files import atomic_path
 from mnist_vae.model import VAE, build_vae, count_params
+from mnist_vae.prior import GaussianMixture, fit_mixture
 
 CHECKPOINT_FILE = "checkpoint.npz"
 EVAL_BATCH = 500
@@ -296,6 +297,7 @@ def train(splits: Splits, data_cfg: DataConfig, model_cfg: ModelConfig, cfg: Tra
     Past epochs are replayed into `logger` first, so it ends with the whole history. Extra
     `callbacks` run before the bookkeeping, so they see (and may alter) each epoch's logs.
     """
+    check_prior_fit(model_cfg.prior, len(splits.x_train))  # before, not after, the training
     configure_determinism(cfg)
     steps = steps_per_epoch(len(splits.x_train), cfg.batch_size)
     model = compiled_vae(model_cfg, cfg, steps)
@@ -324,6 +326,7 @@ def train(splits: Splits, data_cfg: DataConfig, model_cfg: ModelConfig, cfg: Tra
         )
     final = build_vae(model_cfg)
     final.set_weights(best_weights)
+    prior_facts = fit_prior(final, prior_fit_images(splits, data_cfg), model_cfg.prior, cfg.seed)
     facts = {
         "epochs_run": state.epochs_done,
         "best_epoch": state.best_epoch,
@@ -339,10 +342,46 @@ def train(splits: Splits, data_cfg: DataConfig, model_cfg: ModelConfig, cfg: Tra
         "train_images": len(splits.x_train),
         "val_images": len(splits.x_val),
         "parameters": count_params(final),
+        "prior": prior_facts,
     }
     empty = np.zeros((0, cfg.progress_samples, 28, 28), "float32")
     return TrainResult(final, facts, np.stack(progress) if progress else empty,
                        state.history)
+
+
+def check_prior_fit(cfg: PriorConfig, train_images: int) -> None:
+    """A mixture needs at least as many codes as components."""
+    codes = train_images * cfg.fit_samples
+    if cfg.kind == "mixture" and codes < cfg.components:
+        raise ValueError(
+            f"model.prior.components: {cfg.components} components need at least as many codes, "
+            f"but {train_images} training images x {cfg.fit_samples} give {codes}; lower "
+            f"model.prior.components or raise data.train_limit"
+        )
+
+
+def prior_fit_images(splits: Splits, data_cfg: DataConfig) -> np.ndarray:
+    """The training images as the encoder learned them: binarised once when training is dynamic."""
+    if data_cfg.binarize == "dynamic":
+        return data_module.binarize(splits.x_train, data_cfg.split_seed + 3)
+    return splits.x_train
+
+
+def fit_prior(model: VAE, images: np.ndarray, cfg: PriorConfig, seed: int) -> dict[str, Any]:
+    """With `mixture`, replace N(0, I) by a Gaussian mixture fitted to codes z ~ q(z|x) of
+    `images` (see prior.py); returns what the fit did, with the mean log p of those codes."""
+    if cfg.kind == "standard":
+        return {"kind": "standard"}
+    rng = np.random.default_rng(seed)
+    mean, log_var = (np.asarray(t, np.float64) for t in model.encode(images))
+    codes = np.concatenate([mean + np.exp(0.5 * log_var) * rng.standard_normal(mean.shape)
+                            for _ in range(cfg.fit_samples)])
+    mixture, facts = fit_mixture(codes, cfg.components, cfg.covariance, cfg.fit_iterations, seed)
+    model.set_prior(mixture)
+    standard = GaussianMixture.standard(model.latent_dim)
+    return {"kind": "mixture", **facts,
+            "codes_log_prob": round(float(np.mean(mixture.log_prob(codes))), 4),
+            "codes_log_prob_standard": round(float(np.mean(standard.log_prob(codes))), 4)}
 
 
 def remove_checkpoint(checkpoint_dir: str | Path) -> None:
