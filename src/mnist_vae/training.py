@@ -326,7 +326,8 @@ def train(splits: Splits, data_cfg: DataConfig, model_cfg: ModelConfig, cfg: Tra
         )
     final = build_vae(model_cfg)
     final.set_weights(best_weights)
-    prior_facts = fit_prior(final, prior_fit_images(splits, data_cfg), model_cfg.prior, cfg.seed)
+    prior_facts = fit_prior(final, prior_fit_images(splits, data_cfg),
+                            validation_images(splits, data_cfg), model_cfg.prior, cfg.seed)
     facts = {
         "epochs_run": state.epochs_done,
         "best_epoch": state.best_epoch,
@@ -367,21 +368,35 @@ def prior_fit_images(splits: Splits, data_cfg: DataConfig) -> np.ndarray:
     return splits.x_train
 
 
-def fit_prior(model: VAE, images: np.ndarray, cfg: PriorConfig, seed: int) -> dict[str, Any]:
+def sample_codes(model: VAE, images: np.ndarray, per_image: int,
+                 rng: np.random.Generator) -> np.ndarray:
+    """`per_image` draws z ~ q(z|x) for every image: samples of the aggregate posterior."""
+    mean, log_var = (np.asarray(t, np.float64) for t in model.encode(images))
+    return np.concatenate([mean + np.exp(0.5 * log_var) * rng.standard_normal(mean.shape)
+                           for _ in range(per_image)])
+
+
+def fit_prior(model: VAE, images: np.ndarray, val_images: np.ndarray, cfg: PriorConfig,
+              seed: int) -> dict[str, Any]:
     """With `mixture`, replace N(0, I) by a Gaussian mixture fitted to codes z ~ q(z|x) of
-    `images` (see prior.py); returns what the fit did, with the mean log p of those codes."""
+    `images` (see prior.py). Returns what the fit did and the mean log p of the training codes
+    and of validation codes, under the mixture and under N(0, I): a mixture that overfits
+    (too many components for the data) scores the validation codes far below the training ones.
+    """
     if cfg.kind == "standard":
         return {"kind": "standard"}
     rng = np.random.default_rng(seed)
-    mean, log_var = (np.asarray(t, np.float64) for t in model.encode(images))
-    codes = np.concatenate([mean + np.exp(0.5 * log_var) * rng.standard_normal(mean.shape)
-                            for _ in range(cfg.fit_samples)])
+    codes = sample_codes(model, images, cfg.fit_samples, rng)
     mixture, facts = fit_mixture(codes, cfg.components, cfg.covariance, cfg.fit_iterations, seed)
     model.set_prior(mixture)
+    val_codes = sample_codes(model, val_images, 1, rng)
     standard = GaussianMixture.standard(model.latent_dim)
-    return {"kind": "mixture", **facts,
-            "codes_log_prob": round(float(np.mean(mixture.log_prob(codes))), 4),
-            "codes_log_prob_standard": round(float(np.mean(standard.log_prob(codes))), 4)}
+    mean_log_prob = {
+        f"{name}_log_prob{suffix}": round(float(np.mean(prior.log_prob(z))), 4)
+        for name, z in (("codes", codes), ("val_codes", val_codes))
+        for suffix, prior in (("", mixture), ("_standard", standard))
+    }
+    return {"kind": "mixture", **facts, **mean_log_prob}
 
 
 def remove_checkpoint(checkpoint_dir: str | Path) -> None:
