@@ -3,9 +3,10 @@
 A VAE trained against N(0, I) encodes the training digits into a region that does not fill
 the prior: draws from the empty parts decode to blurs. Fitting a Gaussian mixture to codes
 z ~ q(z | x) of the training images, by maximum likelihood, maximises the ELBO's
-E_x E_q[log p(z)] over the prior with the encoder and decoder fixed, so it can only tighten
-the bound, and it puts new samples where the decoder learned to draw ("ex-post density
-estimation": Ghosh et al. 2020; the two-stage VAE of Dai & Wipf 2019).
+E_x E_q[log p(z)] over the prior with the encoder and decoder fixed, which tightens the bound
+by however much better than N(0, I) it scores the codes, and it puts new samples where the
+decoder learned to draw ("ex-post density estimation": Ghosh et al. 2020; the two-stage VAE of
+Dai & Wipf 2019).
 """
 
 from __future__ import annotations
