@@ -76,17 +76,22 @@ class GaussianMixture:
         return self.means[which] + np.einsum("nij,nj->ni", self.scale_tril[which], eps)
 
 
+def require_enough_codes(codes: int, components: int, origin: str = "") -> None:
+    """EM needs at least one code per component; `origin` says where the codes come from."""
+    if codes < components:
+        raise ValueError(
+            f"model.prior.components: {components} components need at least as many codes, "
+            f"got {codes}{origin}; lower model.prior.components or raise data.train_limit"
+        )
+
+
 def fit_mixture(codes: np.ndarray, components: int, covariance: str, max_iter: int,
                 seed: int) -> tuple[GaussianMixture, dict[str, Any]]:
     """Maximum-likelihood mixture of `codes` [N, d] by EM (scikit-learn), and facts of the fit."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.mixture import GaussianMixture as SkMixture
 
-    if len(codes) < components:
-        raise ValueError(
-            f"model.prior.components: {components} components need at least as many codes, "
-            f"got {len(codes)}; lower model.prior.components or raise data.train_limit"
-        )
+    require_enough_codes(len(codes), components)
     start = time.perf_counter()
     sk = SkMixture(components, covariance_type=covariance, max_iter=max_iter, reg_covar=1e-6,
                    random_state=seed)

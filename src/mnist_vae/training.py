@@ -30,7 +30,7 @@ from mnist_vae.config import DataConfig, ModelConfig, Params, PriorConfig, Train
 from mnist_vae.data import Splits
 from mnist_vae.files import atomic_path
 from mnist_vae.model import VAE, build_vae, count_params
-from mnist_vae.prior import GaussianMixture, fit_mixture
+from mnist_vae.prior import GaussianMixture, fit_mixture, require_enough_codes
 
 CHECKPOINT_FILE = "checkpoint.npz"
 EVAL_BATCH = 500
@@ -297,7 +297,7 @@ def train(splits: Splits, data_cfg: DataConfig, model_cfg: ModelConfig, cfg: Tra
     Past epochs are replayed into `logger` first, so it ends with the whole history. Extra
     `callbacks` run before the bookkeeping, so they see (and may alter) each epoch's logs.
     """
-    check_prior_fit(model_cfg.prior, len(splits.x_train))  # before, not after, the training
+    check_prior_fit(model_cfg.prior, len(splits.x_train))
     configure_determinism(cfg)
     steps = steps_per_epoch(len(splits.x_train), cfg.batch_size)
     model = compiled_vae(model_cfg, cfg, steps)
@@ -351,14 +351,10 @@ def train(splits: Splits, data_cfg: DataConfig, model_cfg: ModelConfig, cfg: Tra
 
 
 def check_prior_fit(cfg: PriorConfig, train_images: int) -> None:
-    """A mixture needs at least as many codes as components."""
-    codes = train_images * cfg.fit_samples
-    if cfg.kind == "mixture" and codes < cfg.components:
-        raise ValueError(
-            f"model.prior.components: {cfg.components} components need at least as many codes, "
-            f"but {train_images} training images x {cfg.fit_samples} give {codes}; lower "
-            f"model.prior.components or raise data.train_limit"
-        )
+    """The mixture's fit, checked before training rather than after it."""
+    if cfg.kind == "mixture":
+        require_enough_codes(train_images * cfg.fit_samples, cfg.components,
+                             f" from {train_images} training images x {cfg.fit_samples}")
 
 
 def prior_fit_images(splits: Splits, data_cfg: DataConfig) -> np.ndarray:
