@@ -26,9 +26,8 @@ from mnist_vae import losses
 from mnist_vae.classifier import Predictions
 from mnist_vae.classifier import predict as classifier_predict
 from mnist_vae.config import EvaluateConfig
-from mnist_vae.prior import GaussianMixture
+from mnist_vae.prior import LOG_2PI, GaussianMixture
 
-LOG_2PI = math.log(2.0 * math.pi)
 NUM_CLASSES = 10
 
 NllFn = Callable[[Any, Any], Any]  # (targets, logits) -> per-image negative log-likelihood
@@ -338,10 +337,11 @@ def evaluate(
     )
     seconds["samples"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - start
+    prior = prior_of(model)
     meta = {
         "likelihood": model.likelihood,
-        "prior_components": prior_of(model).components,
-        "kl_estimator": "analytic" if prior_of(model).is_standard else "monte_carlo_1",
+        "prior_components": prior.components,
+        "kl_estimator": "analytic" if prior.is_standard else "monte_carlo_1",
         "trained_view": views[-1].name,
         "test_images": int(len(grey)),
         "iwae_samples": cfg.iwae_samples,
