@@ -26,8 +26,9 @@ def main() -> None:
                            params.evaluate)
         write_json(params.paths.metrics, metrics)
         test, samples = metrics["test"], metrics["samples"]
+        trained = test[metrics["meta"]["trained_view"]]
         print(f"evaluate: -ELBO {test['bernoulli']['neg_elbo']:.2f} nats, "
-              f"IWAE NLL {test['bernoulli']['iwae_nll']:.2f} nats, "
+              f"IWAE NLL ({metrics['meta']['trained_view']}) {trained['iwae_nll']:.2f} nats, "
               f"{samples['recognisable']:.1%} recognisable samples, "
               f"Frechet {samples['frechet']:.2f} (floor {samples['frechet_floor']:.2f}), "
               f"{metrics['meta']['seconds']['total']:.0f} s")

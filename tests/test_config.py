@@ -104,6 +104,8 @@ def test_missing_sections_take_defaults():
         ({"download": {"mirrors": [1]}}, "download.mirrors[0]: must be a string, got 1"),
         ({"download": {"mirrors": "http://x/"}}, "download.mirrors: must be a list of a string"),
         ({"download": {"mirrors": ["ftp://x/"]}}, "download.mirrors: must contain only http"),
+        ({"evaluate": {"iwae_views": "grey"}},
+         "evaluate.iwae_views: must be one of 'all', 'trained'"),
         ({"paths": ["data"]}, "paths: must be a mapping"),
         (["download"], "params.yaml: must be a mapping of sections"),
     ],

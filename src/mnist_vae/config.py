@@ -270,6 +270,7 @@ class EvaluateConfig:
     iwae_samples: int = checked(100, positive)  # k importance samples per image
     iwae_images: int = checked(2000, non_negative)  # seeded test subset; 0 = every test image
     iwae_max_batch: int = checked(5000, positive)  # images x samples decoded at once (memory)
+    iwae_views: Literal["all", "trained"] = "all"  # trained: the IWAE on the trained view only
     active_threshold: float = checked(0.01, positive)  # Burda et al.'s covariance criterion
     prior_samples: int = checked(10000, positive)  # N samples from the prior for sample quality
     confidence: float = checked(0.9, probability)  # "recognisable" = top class prob >= this
