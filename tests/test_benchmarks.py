@@ -6,10 +6,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks import compare, overhead, report
+from benchmarks.prior_ablation import UnderPrior, score
 from benchmarks.probe import Probe
+from mnist_vae import evaluation as ev
+from mnist_vae.prior import GaussianMixture
+from toy_models import LinearGaussianVAE, ShiftedPriorVAE
 
 
 def point(t, value, epoch=0, epoch_end=False, images=0):
@@ -325,3 +330,31 @@ def test_only_a_full_600_s_run_of_every_model_is_a_reference_run_others_are_labe
     skipped = run.assemble(run.parse_args([]), empty,
                            {"pytorch_mlp": {"status": "skipped", "note": "no torch"}}, {}, {})
     assert not skipped["reference_run"] and skipped["why_not_reference"] == "pytorch_mlp skipped"
+
+
+# --- the prior ablation ----------------------------------------------------------------------
+
+
+def _shifted_model_and_view():
+    model = ShiftedPriorVAE(LinearGaussianVAE(), shift=[3.0, -1.0], scale=[0.5, 2.0])
+    x = model.base.sample_x(200)
+    return model, ev.View("linear", x, model.nll)
+
+
+def test_prior_ablation_changes_only_the_prior_and_pairs_the_samples():
+    model, view = _shifted_model_and_view()
+    own = score(model, view, k=20, max_batch=1000, seed=0)
+    same = score(UnderPrior(model, model.prior_distribution()), view, 20, 1000, 0)
+    assert {k: v for k, v in own.items() if k != "seconds"} == {
+        k: v for k, v in same.items() if k != "seconds"}
+    assert own["iwae_nll"] == pytest.approx(float(np.mean(model.base.true_nll(view.images))),
+                                            rel=1e-6)
+
+
+def test_prior_ablation_charges_a_misplaced_prior():
+    # the data come from the shifted prior: N(0, I) puts little mass where the codes are
+    model, view = _shifted_model_and_view()
+    own = score(model, view, k=20, max_batch=1000, seed=0)
+    standard = score(UnderPrior(model, GaussianMixture.standard(2)), view, 20, 1000, 0)
+    assert standard["kl"] > own["kl"] + 1.0
+    assert standard["iwae_nll"] > own["iwae_nll"] + 1.0
