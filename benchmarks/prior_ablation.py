@@ -11,7 +11,6 @@ Prints JSON: the one-sample -ELBO and the k-sample IWAE NLL under each prior, an
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -21,7 +20,7 @@ import numpy as np
 
 from mnist_vae import evaluation as ev
 from mnist_vae.config import load_params
-from mnist_vae.data import load_arrays, split
+from mnist_vae.data import load_arrays
 from mnist_vae.model import load_vae
 from mnist_vae.prior import GaussianMixture
 
@@ -45,12 +44,8 @@ class UnderPrior:
 
 def scored_view(params) -> ev.View:
     """The test images the evaluate stage bounds with the IWAE: the view the model learned."""
-    arrays = load_arrays(params.paths.data)
-    grey = split(arrays, dataclasses.replace(params.data, binarize="none")).x_test
-    binarized = None
-    if params.data.binarize != "none":
-        binarized = split(arrays, dataclasses.replace(params.data, binarize="static")).x_test
-    return ev.build_views(params.model.likelihood, grey, binarized)[-1]
+    grey, binarized = ev.test_sets(load_arrays(params.paths.data), params.data)
+    return ev.build_views(params.model.likelihood, grey.x_test, binarized)[-1]
 
 
 def score(model: Any, view: ev.View, k: int, max_batch: int, seed: int) -> dict[str, float]:

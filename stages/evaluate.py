@@ -1,12 +1,10 @@
 """Stage evaluate: test-set likelihood bounds and classifier-judged sample quality."""
 
-import dataclasses
-
 from mnist_vae import tracking
 from mnist_vae.classifier import load_classifier
 from mnist_vae.config import load_params
-from mnist_vae.data import load_arrays, split
-from mnist_vae.evaluation import evaluate
+from mnist_vae.data import load_arrays
+from mnist_vae.evaluation import evaluate, test_sets
 from mnist_vae.files import write_json
 from mnist_vae.model import load_vae
 
@@ -17,11 +15,7 @@ def main() -> None:
     with tracking.stage_run(params, "evaluate"):
         model = load_vae(params.paths.model)
         classifier = load_classifier(params.paths.classifier)
-        arrays = load_arrays(params.paths.data)
-        grey = split(arrays, dataclasses.replace(params.data, binarize="none"))
-        binarized = None
-        if params.data.binarize != "none":  # score the seeded binary test set the model learned
-            binarized = split(arrays, dataclasses.replace(params.data, binarize="static")).x_test
+        grey, binarized = test_sets(load_arrays(params.paths.data), params.data)
         metrics = evaluate(model, classifier, grey.x_test, grey.y_test, binarized,
                            params.evaluate)
         write_json(params.paths.metrics, metrics)

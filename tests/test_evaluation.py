@@ -10,11 +10,14 @@ from mnist_vae import evaluation as ev
 from mnist_vae.classifier import Predictions, build_classifier
 from mnist_vae.config import (
     ClassifierConfig,
+    DataConfig,
     DecoderConfig,
     EncoderConfig,
     EvaluateConfig,
     ModelConfig,
 )
+from mnist_vae.data import binarize as binarize_images
+from mnist_vae.data import scale
 from mnist_vae.files import write_json
 from mnist_vae.model import build_vae
 from toy_models import ConstantVAE, LinearGaussianVAE, ShiftedPriorVAE, ToyImageVAE
@@ -59,6 +62,24 @@ def test_gaussian_view_is_sse_plus_the_stated_constant():
     gauss = ev.elbo_terms(model, views[1], 4, seed=0)
     np.testing.assert_allclose(gauss["rec_nll"], 196.0 + 392 * math.log(math.pi), rtol=1e-6)
     np.testing.assert_allclose(gauss["kl"], 0.0, atol=1e-12)
+
+
+@pytest.mark.parametrize("binarize", ["none", "static", "dynamic"])
+def test_test_sets_are_grey_plus_the_seeded_binary_images_the_model_learned(binarize):
+    rng = np.random.default_rng(0)
+    arrays = {"x_train": rng.integers(0, 256, (40, 28, 28), dtype=np.uint8),
+              "y_train": rng.integers(0, 10, 40),
+              "x_test": rng.integers(0, 256, (12, 28, 28), dtype=np.uint8),
+              "y_test": rng.integers(0, 10, 12)}
+    cfg = DataConfig(val_size=10, test_limit=8, binarize=binarize)
+    grey, binarized = ev.test_sets(arrays, cfg)
+    expected_grey = scale(arrays["x_test"][:8])
+    np.testing.assert_array_equal(grey.x_test, expected_grey)
+    if binarize == "none":
+        assert binarized is None
+    else:
+        np.testing.assert_array_equal(binarized,
+                                      binarize_images(expected_grey, cfg.split_seed + 2))
 
 
 def test_views_follow_the_training_likelihood_and_data():

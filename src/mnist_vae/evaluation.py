@@ -11,6 +11,7 @@ N(0, I) when it has none.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import warnings
@@ -25,7 +26,8 @@ from scipy import linalg, special
 from mnist_vae import losses
 from mnist_vae.classifier import Predictions
 from mnist_vae.classifier import predict as classifier_predict
-from mnist_vae.config import EvaluateConfig
+from mnist_vae.config import DataConfig, EvaluateConfig
+from mnist_vae.data import Splits, split
 from mnist_vae.prior import LOG_2PI, GaussianMixture
 
 NUM_CLASSES = 10
@@ -313,6 +315,15 @@ def likelihood_nll(likelihood: str) -> NllFn:
     if likelihood not in losses.LIKELIHOODS:
         raise ValueError(f"unknown likelihood {likelihood!r}; expected one of {losses.LIKELIHOODS}")
     return lambda x, logits: losses.reconstruction_nll(x, logits, likelihood)
+
+
+def test_sets(arrays: dict[str, np.ndarray], cfg: DataConfig) -> tuple[Splits, np.ndarray | None]:
+    """The grey splits, and the seeded binary test images a model trained on binarised pixels
+    learned (None for grey training): the `grey` and `binarized` arguments of `evaluate`."""
+    grey = split(arrays, dataclasses.replace(cfg, binarize="none"))
+    if cfg.binarize == "none":
+        return grey, None
+    return grey, split(arrays, dataclasses.replace(cfg, binarize="static")).x_test
 
 
 def build_views(likelihood: str, grey: np.ndarray, binarized: np.ndarray | None) -> list[View]:
