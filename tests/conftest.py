@@ -12,6 +12,10 @@ import yaml
 from helpers import clone_repo, copy_repo, git, pipeline_env, run_dvc, set_params
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Hermetic: what a developer exported for their own runs (a team server, a data source, a DVC
+# experiment's variables) must not reach the tests; a test that wants one passes it explicitly.
+for _var in [v for v in os.environ if v.startswith(("MLFLOW_", "DVC_")) or v == "MNIST_VAE_SOURCE"]:
+    del os.environ[_var]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_MIRROR = REPO_ROOT.parent / "shared" / "datasets" / "mnist"

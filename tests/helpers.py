@@ -33,21 +33,75 @@ _GIT_IDENTITY = {
 
 # --- the pipeline in a temporary repository ------------------------------------------------
 
+# Local state a build or a session leaves in a checkout; never part of a test repo.
+LOCAL_STATE = ("mlflow.db", "mlartifacts", "dvc_plots", ".dvc/cache", ".dvc/tmp")
+
+
+def pipeline_outputs(source: Path = REPO_ROOT) -> set[str]:
+    """Paths that `dvc repro` writes in `source`: every stage's outs, metrics and plots,
+    the top-level plots, `dvc.lock` and the checkpoints directory (from dvc.yaml + params.yaml)."""
+    import yaml
+
+    paths = (yaml.safe_load((source / "params.yaml").read_text()) or {}).get("paths", {})
+    pipeline = yaml.safe_load((source / "dvc.yaml").read_text()) or {}
+
+    def resolve(entry) -> str:
+        name = next(iter(entry)) if isinstance(entry, dict) else entry
+        for key, value in paths.items():
+            name = name.replace(f"${{paths.{key}}}", str(value))
+        return name.strip("/")
+
+    found = {"dvc.lock", *(str(paths[k]) for k in ("checkpoints",) if k in paths)}
+    for stage in (pipeline.get("stages") or {}).values():
+        for kind in ("outs", "metrics", "plots"):
+            found.update(resolve(e) for e in stage.get(kind) or [])
+    for entry in pipeline.get("plots") or []:  # a path, or {id: {y: {file: column}}}
+        specs = entry.items() if isinstance(entry, dict) else [(entry, None)]
+        for name, spec in specs:
+            files = (spec or {}).get("y") if isinstance(spec, dict) else None
+            found.update(resolve(f) for f in files or [name])
+    return found
+
+
+def _under(rel: str, roots: set[str] | tuple[str, ...]) -> bool:
+    return any(rel == root or rel.startswith(root.rstrip("/") + "/") for root in roots)
+
+
 def copy_repo(dest: Path, source: Path = REPO_ROOT) -> Path:
-    """Copy what a commit of `source` would hold (tracked + unignored files) into a new git repo."""
-    listing = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=source, check=True, capture_output=True,
-    ).stdout.decode()
-    for rel in filter(None, listing.split("\0")):
-        src = source / rel
+    """Copy what a commit of `source` would hold into a new git repo, whatever was built there.
+
+    Source files come as they are in the working tree (tracked or new and unignored), so tests
+    see uncommitted edits. Pipeline outputs (dvc.lock, metrics, models, plots, dvclive, ...)
+    and local state (mlflow.db, checkpoints, DVC's cache) come as HEAD has them, or not at all:
+    a developer's `make repro` must not change what the tests see.
+    """
+    outputs = pipeline_outputs(source)
+    committed = set(git_lines(source, "ls-tree", "-r", "--name-only", "-z", "HEAD"))
+    listing = git_lines(source, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+    for rel in listing:
+        src, target = source / rel, dest / rel
+        if _under(rel, LOCAL_STATE):
+            continue
+        if _under(rel, outputs):
+            if rel in committed:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(subprocess.run(
+                    ["git", "show", f"HEAD:{rel}"], cwd=source, check=True,
+                    capture_output=True).stdout)
+            continue
         if src.is_file():  # skips files deleted in the working tree but still in the index
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, target)
     env = {**os.environ, **_GIT_IDENTITY}
     for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "copy for tests"]):
         subprocess.run(["git", *args], cwd=dest, env=env, check=True, capture_output=True)
     return dest
+
+
+def git_lines(repo: Path, *args: str) -> list[str]:
+    """The NUL-separated names a `git ... -z` command prints in `repo` ([] without a HEAD)."""
+    done = subprocess.run(["git", *args], cwd=repo, capture_output=True)
+    return [] if done.returncode else list(filter(None, done.stdout.decode().split("\0")))
 
 
 def clone_repo(source: Path, dest: Path) -> Path:
