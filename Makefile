@@ -62,7 +62,7 @@ $(VENV)/.bench-installed: $(STAMP) pyproject.toml
 	@touch $@
 
 bench: $(VENV)/.bench-installed  ## Benchmark against public VAE examples (BUDGET=600 s per model)
-	PYTHONPATH=$(CURDIR)/src:$(CURDIR) $(BIN)/python -m benchmarks.run --budget $(BUDGET) --readme README.md $(BENCH_ARGS)
+	PYTHONPATH=$(CURDIR)/src:$(CURDIR) $(BIN)/python -m benchmarks.run --budget $(BUDGET) --readme docs/benchmark.md $(BENCH_ARGS)
 
 clean:  ## Remove .venv and caches (keeps data, models and the MLflow store)
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -6,7 +6,7 @@
 Each model trains in its own process for the same budget of training time on the same split,
 its validation -ELBO probed along the way; then it is scored with the evaluate stage's metrics.
 Writes benchmarks/results/<date>[-label].json and .md; with --readme, a reference run (full
-data, 600 s) also refreshes the README's Benchmark block. `make bench` runs this.
+data, 600 s) also refreshes the Benchmark block of docs/benchmark.md. `make bench` runs this.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="the built repository whose `dvc repro` is timed (default: this one)")
     p.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     p.add_argument("--readme", type=Path, default=None,
-                   help="refresh this README's Benchmark block (reference runs only)")
+                   help="refresh the Benchmark block of this page (docs/benchmark.md) (reference runs only)")
     args = p.parse_args(argv)
     if args.smoke:
         for key, value in SMOKE.items():
