@@ -15,6 +15,12 @@ import keras
 import numpy as np
 import pytest
 
+from mnist_vae.checkpoints import (
+    CHECKPOINT_FILE,
+    CheckpointMismatch,
+    checkpoint_key,
+    load_checkpoint,
+)
 from mnist_vae.config import (
     DataConfig,
     DecoderConfig,
@@ -25,16 +31,8 @@ from mnist_vae.config import (
     TrainConfig,
 )
 from mnist_vae.data import split
-from mnist_vae.training import (
-    CHECKPOINT_FILE,
-    CheckpointMismatch,
-    TrainingDiverged,
-    checkpoint_key,
-    compiled_vae,
-    load_checkpoint,
-    train,
-    training_batches,
-)
+from mnist_vae.inputs import training_batches
+from mnist_vae.training import TrainingDiverged, compiled_vae, train
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
