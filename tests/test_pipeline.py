@@ -49,7 +49,9 @@ def test_repro_writes_every_metric(pipeline_repo):
         if not isinstance(value, str):
             assert value is not None and math.isfinite(value), key
     classifier = json.loads((pipeline_repo / "metrics" / "classifier.json").read_text())
-    assert classifier["train_images"] == 2000 and 0.1 < classifier["test_accuracy"] <= 1.0
+    assert 0.1 < classifier["test_accuracy"] <= 1.0 and "wall_time_s" not in classifier
+    facts = json.loads((pipeline_repo / "metrics" / "classifier_facts.json").read_text())
+    assert facts["train_images"] == 2000 and facts["wall_time_s"] > 0
 
 
 def test_metrics_show_lists_both_metrics_files(pipeline_repo):
@@ -57,7 +59,8 @@ def test_metrics_show_lists_both_metrics_files(pipeline_repo):
     shown = json.dumps(json.loads(out.stdout))
     assert "metrics/eval.json" in shown and "metrics/classifier.json" in shown
     assert "iwae_nll" in shown and "test_accuracy" in shown
-    assert "seconds" not in shown and "eval_facts" not in shown, "timings are not metrics"
+    for bookkeeping in ("seconds", "wall_time_s", "images_per_s", "eval_facts", "test_images"):
+        assert bookkeeping not in shown, f"{bookkeeping}: timings and sizes are not metrics"
 
 
 def test_plots_show_renders_one_page_with_curves_and_every_picture(pipeline_repo, tmp_path):

@@ -114,6 +114,7 @@ class PathsConfig:
     dvclive: str = "dvclive"
     classifier: str = "models/classifier.keras"
     classifier_metrics: str = "metrics/classifier.json"
+    classifier_facts: str = "metrics/classifier_facts.json"
     metrics: str = "metrics/eval.json"
     eval_facts: str = "metrics/eval_facts.json"
     plots: str = "plots"
