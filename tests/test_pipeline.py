@@ -102,3 +102,37 @@ def test_changing_a_render_param_reruns_only_render(pipeline_repo, tmp_path):
     set_params(repo, {"render": {"seed": 0}, "classifier": {"seed": 3}})
     status = json.loads(run_dvc(repo, "status", "--json", env=pipeline_env(repo)).stdout)
     assert set(status) == {"train_classifier"}  # evaluate follows only once its model changes
+
+
+def _touch(repo, module: str) -> None:
+    path = repo / "src" / "mnist_vae" / module
+    path.write_text(path.read_text() + "\n# a change\n")
+
+
+@pytest.mark.parametrize(("module", "stages"), [
+    ("registry.py", {"register"}),
+    ("continuation.py", {"register"}),
+    ("classifier.py", {"train_classifier", "evaluate"}),
+    ("rendering.py", {"render"}),
+    ("inference.py", {"evaluate", "render"}),
+])
+def test_a_code_change_reruns_only_the_stages_whose_closure_holds_it(pipeline_repo, tmp_path,
+                                                                     module, stages):
+    repo = clone_repo(pipeline_repo, tmp_path / "repo")
+    _touch(repo, module)
+    status = json.loads(run_dvc(repo, "status", "--json", env=pipeline_env(repo)).stdout)
+    assert set(status) == stages  # later stages follow only once their inputs change
+
+
+def test_register_runs_again_when_its_inputs_return_to_a_set_seen_before(pipeline_repo,
+                                                                          tmp_path):
+    """Registering is a side effect: DVC's run cache must not replay it from an old record."""
+    repo = clone_repo(pipeline_repo, tmp_path / "repo")
+    env = pipeline_env(repo)
+    set_params(repo, {"evaluate": {"seed": 1}})
+    assert "Running stage 'register'" in run_dvc(repo, "repro", env=env).stdout
+    set_params(repo, {"evaluate": {"seed": 0}})  # evaluate's outputs come from the run cache
+    again = run_dvc(repo, "repro", env=env).stdout
+    assert "Running stage 'evaluate'" not in again
+    assert "Running stage 'register'" in again
+    assert json.loads((repo / "models" / "registered.json").read_text())["version"] == 3
