@@ -1,9 +1,9 @@
 """MLflow runs: open one (new or existing), log params, tags, metrics and files, close it.
 
-With store.py and registry.py, the only modules that import mlflow. `train` opens a new run
-(`training_run`) and writes its id to `paths.run_id`; `register` reopens it (see
-continuation.py). Every logging call is made by the stage itself, so each side effect shows in
-its stage file.
+With store.py, continuation.py and registry.py, the only modules that use mlflow. `train`
+opens a new run (`training_run`) and writes its id to `paths.run_id`; `register` reopens it
+(see continuation.py). Every logging call is made by the stage itself, so each side effect
+shows in its stage file.
 """
 
 from __future__ import annotations
