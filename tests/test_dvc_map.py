@@ -126,3 +126,45 @@ def test_every_module_says_what_it_owns_on_line_one():
     for path in sorted(PACKAGE_DIR.glob("*.py")):
         doc = ast.get_docstring(ast.parse(path.read_text()))
         assert doc and doc.splitlines()[0].strip(), f"{path.name}: no one-line docstring"
+
+
+def params_named(path: Path) -> tuple[set[str], set[str]]:
+    """The params sections (`params.evaluate`) and paths keys (`params.paths.metrics`, or
+    `paths.metrics` after `paths = params.paths`) a stage file names."""
+    sections, paths = set(), set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.Attribute):
+            continue
+        inner = node.value
+        on_params = isinstance(inner, ast.Name) and inner.id == "params"
+        on_paths = (isinstance(inner, ast.Name) and inner.id == "paths") or (
+            isinstance(inner, ast.Attribute) and inner.attr == "paths"
+            and isinstance(inner.value, ast.Name) and inner.value.id == "params")
+        if on_params and node.attr != "paths":
+            sections.add(node.attr)
+        elif on_paths:
+            paths.add(node.attr)
+    return sections, paths
+
+
+# paths the library reads from the `params` a stage hands it, not named in the stage file
+READ_IN_THE_LIBRARY = {
+    "register": {"run_id",  # continuation.reopened_run: the training run's pointer
+                 "data"},  # tracking.log_identity: the data's checksum, for a new run
+}
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_stage_params_name_what_the_stage_file_reads(name):
+    declared = [str(p) for p in STAGES[name].get("params", [])]
+    sections, paths = params_named(REPO_ROOT / f"stages/{name}.py")
+    paths |= READ_IN_THE_LIBRARY.get(name, set())
+    for section in sorted(sections):
+        assert any(p == section or p.startswith(f"{section}.") for p in declared), (
+            f"stages/{name}.py reads params.{section}; dvc.yaml's {name} params miss it")
+    declared_paths = {p.removeprefix("paths.") for p in declared if p.startswith("paths.")}
+    assert paths <= declared_paths, (
+        f"dvc.yaml's {name} params miss {sorted(f'paths.{k}' for k in paths - declared_paths)}")
+    assert declared_paths <= paths, (
+        f"dvc.yaml's {name} params list {sorted(f'paths.{k}' for k in declared_paths - paths)}"
+        f", which stages/{name}.py does not use")
