@@ -13,7 +13,7 @@ from typing import Any
 TARGET_EPOCHS = 10  # each baseline's target is its own validation -ELBO after this many epochs
 SMALL_FRACTION = 0.25  # "a small fraction of their time", made a number
 
-# The bars our default must pass (issue 8), at the reference budget on the full data.
+# The bars our default must pass, at the reference budget on the full data.
 REFERENCE_BUDGET_S = 600.0
 MAX_TEST_NEG_ELBO = 95.0
 MAX_FRECHET = 40.0
@@ -131,7 +131,7 @@ def _time_bar(rel: dict, base: str, limit: float, stretch: bool = False) -> dict
 
 
 def bars(models: dict[str, dict], subject: str, mlp: str, slow_baselines: list[str]) -> list:
-    """The issue's pass/fail bars for `subject`; a bar whose input is missing has passed None."""
+    """The pass/fail bars for `subject`; a bar whose input is missing has passed None."""
     final = models.get(subject, {}).get("final", {})
     rel = ratios_against(models, subject, [mlp, *slow_baselines])
     out = [

@@ -23,15 +23,14 @@ import numpy as np  # noqa: E402
 from benchmarks import baselines, compare  # noqa: E402
 from benchmarks.probe import Probe  # noqa: E402
 from benchmarks.settings import ARTICLE, ARTICLE_CONFIG, MODELS, Settings  # noqa: E402
-from mnist_vae import classifier, config, data, evaluation, losses  # noqa: E402
+from mnist_vae import classifier, config, data, evaluation, losses, overlays  # noqa: E402
 
 
 def load_model_params(name: str) -> config.Params:
     """params.yaml, with the article's overlay for the article's model."""
     if name != ARTICLE:
         return config.load_params()
-    overlay = config.load_overlay(ARTICLE_CONFIG)
-    return config.parse_params(config.merge_overlay(config.read_params_mapping(), overlay))
+    return overlays.params_with_overlay(ARTICLE_CONFIG)
 
 
 def shared_splits(settings: Settings) -> tuple[data.Splits, config.Params]:
@@ -102,7 +101,7 @@ def train_with_pipeline_code(name: str, splits: data.Splits, probe: Probe, setti
     training time. Returns the model with the best validation epoch's weights and its fitted
     prior, as train does, and the facts of that prior's fit (its time is after the budget).
     """
-    from mnist_vae import training  # noqa: PLC0415 (the model branch's module)
+    from mnist_vae import inputs, training  # noqa: PLC0415 (the model branch's modules)
 
     params = load_model_params(name)
     shared = dataclasses.replace(config.load_params().data, **settings.data)
@@ -110,7 +109,7 @@ def train_with_pipeline_code(name: str, splits: data.Splits, probe: Probe, setti
         raise ValueError(f"{name}: its config changes the data section; every benchmarked model "
                          "must see the same split (params.yaml's data section)")
     cfg = params.train
-    steps = training.steps_per_epoch(len(splits.x_train), cfg.batch_size)
+    steps = inputs.steps_per_epoch(len(splits.x_train), cfg.batch_size)
     callback = KerasProbe(probe, cfg.batch_size, steps * cfg.batch_size)
     with tempfile.TemporaryDirectory(prefix="bench-checkpoint-") as checkpoints:
         result = training.train(splits, shared, params.model, cfg, checkpoints,

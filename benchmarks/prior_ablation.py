@@ -44,7 +44,7 @@ class UnderPrior:
 
 def scored_view(params) -> ev.View:
     """The test images the evaluate stage bounds with the IWAE: the view the model learned."""
-    grey, binarized = ev.test_sets(load_arrays(params.paths.data), params.data)
+    grey, binarized = ev.evaluation_sets(load_arrays(params.paths.data), params.data)
     return ev.build_views(params.model.likelihood, grey.x_test, binarized)[-1]
 
 

@@ -71,7 +71,7 @@ def models_table(results: dict) -> str:
         if target and not target.get("complete"):
             tenth += f" (epoch {target['epoch']})"
         if r.get("reference_10_epoch") is not None:
-            tenth += f" [issue: {fmt(r['reference_10_epoch'])}]"
+            tenth += f" [quoted: {fmt(r['reference_10_epoch'])}]"
         trained = fmt(t["train_s"], 0) + (" (own end)" if t.get("ended_by") == "schedule" else "")
         rows.append([
             f"`{name}`", fmt(r.get("n_params")), trained, fmt(t["images_per_s"], 0),
@@ -201,7 +201,7 @@ def render(results: dict, heading: str = "##", picture_dir: str = "") -> str:
         "",
         ratios_table(results),
         "",
-        f"{sub} Bars (issue 8)",
+        f"{sub} Bars",
         "",
         bars_table(results),
         "",

@@ -17,7 +17,7 @@ ARTICLE_CONFIG = "configs/seed-article.yaml"
 @dataclass(frozen=True)
 class ModelSpec:
     """A benchmarked model: what it is, where it comes from, and the 10-epoch validation -ELBO
-    issue 8 quotes for it (the run measures its own; this is for comparison)."""
+    quoted for it (the run measures its own; this is for comparison)."""
 
     description: str
     source: str

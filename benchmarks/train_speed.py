@@ -34,11 +34,11 @@ def measure(config: str | None, setting: str, steps: int) -> tuple[float, float]
     import keras
     import numpy as np
 
-    from mnist_vae.config import load_overlay, merge_overlay, parse_params, read_params_mapping
-    from mnist_vae.training import compiled_vae, configure_determinism, training_batches
+    from mnist_vae.inputs import training_batches
+    from mnist_vae.overlays import params_with_overlay
+    from mnist_vae.training import compiled_vae, configure_determinism
 
-    raw = read_params_mapping(ROOT / "params.yaml")
-    params = parse_params(merge_overlay(raw, load_overlay(config)) if config else raw)
+    params = params_with_overlay(config, ROOT / "params.yaml")
     deterministic, jit = SETTINGS[setting]
     cfg = dataclasses.replace(params.train, deterministic=deterministic, jit_compile=jit,
                               epochs=2, lr_schedule="constant")

@@ -7,14 +7,8 @@ configs/*.yaml hold only the params that differ from params.yaml; this expands o
 import os
 import sys
 
-from mnist_vae.config import (
-    ConfigError,
-    load_overlay,
-    merge_overlay,
-    overlay_to_set_args,
-    parse_params,
-    read_params_mapping,
-)
+from mnist_vae.config import ConfigError
+from mnist_vae.overlays import load_overlay, overlay_to_set_args, params_with_overlay
 
 
 def main(argv: list[str]) -> int:
@@ -23,7 +17,7 @@ def main(argv: list[str]) -> int:
         return 0 if argv else 2
     try:
         overlay = load_overlay(argv[0])
-        parse_params(merge_overlay(read_params_mapping(), overlay))
+        params_with_overlay(argv[0])  # the merged params must validate before DVC runs
     except ConfigError as err:
         print(f"exp_run: {err}", file=sys.stderr)
         return 2

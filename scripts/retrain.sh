@@ -47,6 +47,9 @@ skipped=$(sed -nE "s/^(Stage '([^']*)' didn't change, skipping|Restored stage '(
   "$repro_log" | paste -sd, - | sed 's/,/, /g')
 run_id=$(python -c 'import json,sys; print(json.load(open(sys.argv[1])).get("run_id",""))' \
   models/mlflow_run.json 2>/dev/null || true)
+registered=$(python -c 'import json,sys; r=json.load(open(sys.argv[1]))
+print("%s version %s (%s)" % (r["model"], r["version"], ", ".join(r["aliases"])))' \
+  models/registered.json 2>/dev/null || true)
 
 mkdir -p "$(dirname "$REPORT")"
 {
@@ -56,6 +59,7 @@ mkdir -p "$(dirname "$REPORT")"
   echo "- stages run: ${ran:-none}"
   echo "- stages unchanged or restored from cache: ${skipped:-none}"
   [ -n "$run_id" ] && echo "- MLflow run: \`$run_id\`"
+  [ -n "$registered" ] && echo "- registered: $registered"
   echo
   echo "### Params changed"
   echo

@@ -1,4 +1,4 @@
-"""train stage: data/mnist.npz + model/train params -> models/vae.keras, facts, progress, dvclive.
+"""Stage train: data/mnist.npz + model/train params -> model, facts, progress, dvclive, MLflow run.
 
 Resumes from `paths.checkpoints/<key>/` when an earlier run with the same settings was killed.
 Opens the pipeline's MLflow run (its id goes to `paths.run_id`); an unreachable tracking server
@@ -18,16 +18,19 @@ def main() -> int:
     started = time.perf_counter()
     params = load_params()
     paths = params.paths
-    with tracking.stage_run(params, "train") as run:  # marked FAILED if the block raises
-        from mnist_vae import training  # TensorFlow: only once the tracking store answered
+    with tracking.training_run(params) as run:  # a new MLflow run, FAILED if the block raises
+        tracking.log_identity(params)  # git commit, DVC experiment, data checksums; the dataset
+        tracking.log_params(params, "train")
+        from mnist_vae import checkpoints, live, training  # TensorFlow: once the store answered
         from mnist_vae.data import load_splits
 
         splits = load_splits(paths.data, params.data)
-        checkpoint_dir = Path(paths.checkpoints) / training.checkpoint_key(params, paths.data)
+        checkpoint_dir = Path(paths.checkpoints) / checkpoints.checkpoint_key(params, paths.data)
         try:
-            with training.DvcLiveLogger(paths.dvclive) as logger:
+            with live.DvcLiveLogger(paths.dvclive) as logger:
                 result = training.train(splits, params.data, params.model, params.train,
-                                        checkpoint_dir, logger, callbacks=run.callbacks(),
+                                        checkpoint_dir, logger,
+                                        callbacks=[tracking.epoch_metrics_callback()],
                                         verbose=1 if sys.stdout.isatty() else 2)  # bar or line
                 logger.log_summary(result.facts, result.history)
         except training.TrainingDiverged as err:
@@ -37,7 +40,10 @@ def main() -> int:
         training.save_model(result.model, paths.model)
         training.write_progress(paths.progress, result.progress)
         write_json(paths.train_facts, result.facts)
-    training.remove_checkpoint(checkpoint_dir)
+        tracking.log_metrics(tracking.numeric_items(result.facts, prefix="fit"))
+        tracking.log_files(paths.train_facts, *tracking.PIPELINE_FILES, paths.provenance)
+        tracking.write_run_pointer(paths.run_id)
+    checkpoints.remove_checkpoint(checkpoint_dir)
     facts, prior = result.facts, result.facts["prior"]
     fitted = (f"{prior['components']}-component mixture prior fitted in {prior['seconds']:.0f} s"
               if prior["kind"] == "mixture" else "N(0, I) prior")

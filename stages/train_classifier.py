@@ -13,12 +13,14 @@ def main() -> None:
     # Grey pixels whatever data.binarize says: the classifier judges decoder means.
     splits = load_splits(params.paths.data, dataclasses.replace(params.data, binarize="none"))
     model, facts = train_classifier(splits.x_train, splits.y_train, params.classifier)
-    facts["val_accuracy"] = accuracy(model, splits.x_val, splits.y_val)
-    facts["test_accuracy"] = accuracy(model, splits.x_test, splits.y_test)
-    facts["test_images"] = int(len(splits.x_test))
+    metrics = {key: facts.pop(key) for key in ("train_accuracy", "train_loss")}
+    metrics["val_accuracy"] = accuracy(model, splits.x_val, splits.y_val)
+    metrics["test_accuracy"] = accuracy(model, splits.x_test, splits.y_test)
+    facts["test_images"] = int(len(splits.x_test))  # sizes and timings: bookkeeping
     save_classifier(model, params.paths.classifier)
-    write_json(params.paths.classifier_metrics, facts)
-    print(f"classifier: test accuracy {facts['test_accuracy']:.4f} "
+    write_json(params.paths.classifier_metrics, metrics)
+    write_json(params.paths.classifier_facts, facts)
+    print(f"classifier: test accuracy {metrics['test_accuracy']:.4f} "
           f"({facts['wall_time_s']:.0f} s, {facts['train_images']} training images)")
 
 

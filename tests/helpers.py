@@ -150,14 +150,14 @@ def git(repo: Path, *args: str) -> str:
     return run(["git", *args], repo, pipeline_env(repo)).stdout.strip()
 
 
-def set_params(repo: Path, overrides: Mapping[str, Mapping]) -> None:
-    """Change params.yaml in `repo`: {section: {key: value}}, one level deep per section."""
+def set_params(repo: Path, overlay: Mapping[str, Mapping]) -> None:
+    """Merge an overlay ({section: {key: value}}, nested) into `repo`'s params.yaml."""
     import yaml
 
+    from mnist_vae.overlays import merge_overlay
+
     path = repo / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    for section, values in overrides.items():
-        params[section].update(values)
+    params = merge_overlay(yaml.safe_load(path.read_text()), dict(overlay))
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 

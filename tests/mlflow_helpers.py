@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -44,14 +45,32 @@ def save_tiny_vae(path: str | Path, seed: int = 0):
 
 
 def write_eval(params: Params, neg_elbo: float) -> None:
-    """A metrics/eval.json shaped like the evaluate stage's."""
+    """paths.metrics and paths.eval_facts shaped like the evaluate stage's."""
     path = Path(params.paths.metrics)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({
         "test": {"bernoulli": {"neg_elbo": neg_elbo, "iwae_nll": neg_elbo - 2}},
         "samples": {"recognisable": 0.5},
-        "meta": {"likelihood": "bernoulli", "seconds": {"total": 1.0}},
     }))
+    Path(params.paths.eval_facts).write_text(json.dumps(
+        {"likelihood": "bernoulli", "seconds": {"total": 1.0}}))
+
+
+def write_params_yaml(root: Path, params: Params) -> None:
+    """`params` as root/params.yaml, so a stage's `load_params()` reads exactly them."""
+    import yaml
+
+    plain = json.loads(json.dumps(dataclasses.asdict(params)))  # tuples -> lists
+    (Path(root) / "params.yaml").write_text(yaml.safe_dump(plain, sort_keys=False))
+
+
+def run_register(params: Params) -> dict:
+    """The register stage's main(), run in the cwd with `params`; returns its record."""
+    import importlib
+
+    write_params_yaml(Path.cwd(), params)
+    importlib.import_module("stages.register").main()
+    return json.loads(Path(params.paths.registered).read_text())
 
 
 def write_png(path: Path) -> None:

@@ -9,13 +9,11 @@ import yaml
 from mnist_vae.config import (
     ConfigError,
     Params,
-    load_overlay,
     load_params,
-    merge_overlay,
-    overlay_to_set_args,
     parse_params,
     to_flat_dict,
 )
+from mnist_vae.overlays import load_overlay, merge_overlay
 
 
 def _repo_params(repo_root: Path) -> dict:
@@ -35,50 +33,6 @@ def test_every_config_in_configs_dir_parses(repo_root):
     assert configs, "configs/ should hold at least the article's config"
     for path in configs:
         parse_params(merge_overlay(base, load_overlay(path)))
-
-
-def test_merge_overlay_is_deep_and_replaces_lists():
-    base = {"model": {"latent_dim": 32, "encoder": {"filters": [32, 64], "activation": "silu"}},
-            "train": {"epochs": 20}}
-    merged = merge_overlay(base, {"model": {"encoder": {"filters": [8]}}})
-    assert merged == {"model": {"latent_dim": 32,
-                                "encoder": {"filters": [8], "activation": "silu"}},
-                      "train": {"epochs": 20}}
-    assert base["model"]["encoder"]["filters"] == [32, 64]  # the base is not modified
-
-
-def test_overlay_to_set_args_flattens_to_hydra_overrides():
-    args = overlay_to_set_args({
-        "model": {"latent_dim": 8, "encoder": {"filters": [64, 64], "dropout": []}},
-        "train": {"learning_rate": 0.0005, "deterministic": False},
-        "data": {"binarize": "none"},
-    })
-    assert args == ["-S", "model.latent_dim=8", "-S", "model.encoder.filters=[64,64]",
-                    "-S", "model.encoder.dropout=[]", "-S", "train.learning_rate=0.0005",
-                    "-S", "train.deterministic=false", "-S", "data.binarize='none'"]
-
-
-def test_overlay_args_survive_dvcs_own_override_parser(tmp_path, repo_root):
-    from dvc.utils.hydra import apply_overrides
-
-    params = tmp_path / "params.yaml"
-    params.write_text((repo_root / "params.yaml").read_text())
-    overlay = {"data": {"val_size": 7, "binarize": "dynamic"},
-               "download": {"mirrors": ["http://127.0.0.1:1/it's/"], "read_timeout_s": 5e-05}}
-    apply_overrides(params, overlay_to_set_args(overlay)[1::2])
-    loaded = load_params(params)
-    assert loaded.data.val_size == 7 and loaded.data.binarize == "dynamic"
-    assert loaded.download.mirrors == ("http://127.0.0.1:1/it's/",)
-    assert loaded.download.read_timeout_s == 5e-05  # written back as `5e-05`: a YAML 1.2 float
-
-
-def test_load_overlay_rejects_non_mappings(tmp_path):
-    path = tmp_path / "bad.yaml"
-    path.write_text("- train\n")
-    with pytest.raises(ConfigError, match="must be a mapping of sections"):
-        load_overlay(path)
-    with pytest.raises(ConfigError, match="no such config"):
-        load_overlay(tmp_path / "missing.yaml")
 
 
 def test_config_is_frozen(repo_root):
@@ -134,24 +88,22 @@ def test_flat_dict_uses_dotted_keys():
     assert flat["paths.model"] == "models/vae.keras"
 
 
-def test_params_yaml_matches_the_dataclass_defaults(repo_root):
-    params = load_params(repo_root / "params.yaml")
-    assert params.model == Params().model
-    assert params.train == Params().train
+def _flat_keys(mapping: dict, prefix: str = "") -> set[str]:
+    keys = set()
+    for key, value in mapping.items():
+        if isinstance(value, dict):
+            keys |= _flat_keys(value, f"{prefix}{key}.")
+        else:
+            keys.add(f"{prefix}{key}")
+    return keys
 
 
-def test_exp_run_script_refuses_an_invalid_overlay_before_calling_dvc(tmp_path, repo_root):
-    import os
-    import subprocess
-    import sys
-
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("train:\n  epocs: 3\n")
-    result = subprocess.run(
-        [sys.executable, str(repo_root / "scripts" / "exp_run.py"), str(bad)],
-        cwd=repo_root, capture_output=True, text=True, timeout=60,
-        env={**os.environ, "PYTHONPATH": str(repo_root / "src")},
-    )
-    assert result.returncode == 2
-    assert "exp_run: train.epocs: unknown key" in result.stderr
-    assert "dvc exp run" not in result.stdout
+def test_params_yaml_sets_every_key_to_its_dataclass_default(repo_root):
+    """Each default has one value: params.yaml spells out every key, equal to the schema's."""
+    written = _flat_keys(_repo_params(repo_root))
+    defaults = to_flat_dict(Params())
+    assert sorted(set(defaults) - written) == [], "keys params.yaml leaves to the dataclasses"
+    actual = to_flat_dict(load_params(repo_root / "params.yaml"))
+    differing = {k: (actual[k], defaults[k]) for k in defaults if actual[k] != defaults[k]}
+    assert differing == {}, "params.yaml value vs dataclass default: make them one value"
+    assert {k.split(".")[0] for k in defaults} == set(_repo_params(repo_root)), "every section"

@@ -27,6 +27,7 @@ from helpers import (
     unanswered_port,
     unused_port,
 )
+from idx_writer import encode_idx
 from mnist_vae.config import DownloadConfig
 from mnist_vae.download import (
     CANONICAL_SHA256,
@@ -43,7 +44,6 @@ from mnist_vae.download import (
     resolve_sources,
     save_mnist,
 )
-from mnist_vae.idx import encode_idx
 
 COUNTS = {"train": 60, "test": 10}
 CONFIG = DownloadConfig(connect_timeout_s=0.5, read_timeout_s=0.5)

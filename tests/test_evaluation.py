@@ -65,14 +65,14 @@ def test_gaussian_view_is_sse_plus_the_stated_constant():
 
 
 @pytest.mark.parametrize("binarize", ["none", "static", "dynamic"])
-def test_test_sets_are_grey_plus_the_seeded_binary_images_the_model_learned(binarize):
+def test_evaluation_sets_are_grey_plus_the_seeded_binary_images_the_model_learned(binarize):
     rng = np.random.default_rng(0)
     arrays = {"x_train": rng.integers(0, 256, (40, 28, 28), dtype=np.uint8),
               "y_train": rng.integers(0, 10, 40),
               "x_test": rng.integers(0, 256, (12, 28, 28), dtype=np.uint8),
               "y_test": rng.integers(0, 10, 12)}
     cfg = DataConfig(val_size=10, test_limit=8, binarize=binarize)
-    grey, binarized = ev.test_sets(arrays, cfg)
+    grey, binarized = ev.evaluation_sets(arrays, cfg)
     expected_grey = scale(arrays["x_test"][:8])
     np.testing.assert_array_equal(grey.x_test, expected_grey)
     if binarize == "none":

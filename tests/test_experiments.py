@@ -50,10 +50,10 @@ def test_two_queued_experiments_land_in_dvc_and_mlflow(built_repo, tmp_path):
     ("change", "expected"),
     [
         ({}, []),
-        ({"render": {"seed": 1}}, ["render"]),
-        ({"evaluate": {"seed": 1}}, ["evaluate"]),
-        ({"classifier": {"seed": 1}}, ["train_classifier", "evaluate"]),
-    ],  # a train param reruns train, evaluate and render: tests/test_retrain.py
+        ({"render": {"seed": 1}}, ["render", "register"]),
+        ({"evaluate": {"seed": 1}}, ["evaluate", "register"]),
+        ({"classifier": {"seed": 1}}, ["train_classifier", "evaluate", "register"]),
+    ],  # a train param reruns train, evaluate, render and register: tests/test_retrain.py
     ids=["no-op", "render", "evaluate", "classifier"],
 )
 def test_a_param_change_reruns_exactly_the_stages_that_depend_on_it(

@@ -6,11 +6,11 @@ import struct
 import numpy as np
 import pytest
 
+from idx_writer import encode_idx
 from mnist_vae.idx import (
     IMAGES_MAGIC,
     LABELS_MAGIC,
     IdxError,
-    encode_idx,
     gunzip,
     parse_idx,
     parse_idx_gz,
@@ -94,6 +94,6 @@ def test_truncated_gzip_is_rejected_with_the_file_name():
         gunzip(raw[: len(raw) // 2], "t10k.gz")
 
 
-def test_only_uint8_arrays_can_be_encoded():
-    with pytest.raises(IdxError, match="only uint8"):
+def test_the_fixture_writer_takes_only_uint8_arrays():
+    with pytest.raises(ValueError, match="only uint8"):
         encode_idx(np.zeros(3, dtype=np.float32))

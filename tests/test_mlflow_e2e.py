@@ -16,9 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
-from helpers import clone_repo, pipeline_env, run_dvc, run_stage, unused_port
+from helpers import clone_repo, pipeline_env, run_dvc, run_stage, set_params, unused_port
 from mlflow_helpers import VENV_BIN, subprocess_env
 
 pytestmark = pytest.mark.slow
@@ -32,14 +31,6 @@ TINY = {
     "render": {"samples_grid": 4, "manifold_size": 5},
     "tracking": {"serve_max_rows": 16},
 }
-
-
-def _set_params(repo: Path, overrides: dict) -> None:
-    path = repo / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    for section, values in overrides.items():
-        params[section].update(values)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def _start(args: list, log: Path, env: dict, cwd: Path) -> subprocess.Popen:
@@ -115,7 +106,7 @@ def tracking_server(tmp_path_factory):
 def tracked_repo(downloaded_repo, tracking_server, tmp_path_factory):
     """A tiny pipeline run by `dvc repro` against the tracking server."""
     repo = clone_repo(downloaded_repo, tmp_path_factory.mktemp("tracked") / "repo")
-    _set_params(repo, TINY)
+    set_params(repo, TINY)
     run_dvc(repo, "repro", env=pipeline_env(repo, MLFLOW_TRACKING_URI=tracking_server),
             timeout=1200)
     return repo
@@ -133,8 +124,7 @@ def test_the_run_and_the_model_version_are_on_the_server(tracked_repo, tracking_
     tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
     params = {p["key"]: p["value"] for p in run["data"]["params"]}
     metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
-    assert tags["mnist_vae.stages"].split(",")[0] == "train"
-    assert set(tags["mnist_vae.stages"].split(",")) == {"train", "evaluate", "render"}
+    assert tags["mnist_vae.stages"] == "train,register"
     assert tags["mlflow.source.git.commit"] and "data.sha256" in tags
     assert params["train.epochs"] == "2" and params["model.latent_dim"] == "4"
     assert params["evaluate.iwae_samples"] == "4" and params["render.samples_grid"] == "4"
@@ -153,6 +143,9 @@ def test_the_run_and_the_model_version_are_on_the_server(tracked_repo, tracking_
     champion = _get(tracking_server, "registered-models/alias", name="mnist-vae",
                     alias="champion")["model_version"]
     assert champion["version"] == "1" and champion["run_id"] == run_id
+    registered = json.loads((tracked_repo / "models" / "registered.json").read_text())
+    assert registered["run_id"] == run_id and registered["version"] == 1
+    assert registered["aliases"] == ["challenger", "champion"]
     version_tags = {t["key"]: t["value"] for t in champion["tags"]}
     assert float(version_tags["test/bernoulli/neg_elbo"]) == pytest.approx(
         metrics["test/bernoulli/neg_elbo"])

@@ -14,7 +14,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mlflow_helpers import METRIC, store_uri, subprocess_env, tiny_params
-from mnist_vae import registry, tracking
+from mnist_vae import registry
+from mnist_vae import store as tracking_store
 from mnist_vae.model import load_vae
 
 NAME = "mnist-vae"
@@ -23,7 +24,7 @@ NAME = "mnist-vae"
 def _register(store, vae_file, value, params=None):
     """Log the tiny VAE in a new run and register it with test metric `value`."""
     params = params or tiny_params()
-    experiment_id = tracking.connect(params.tracking, store)
+    experiment_id = tracking_store.connect(params.tracking, store)
     model = store / "vae.keras"
     shutil.copyfile(vae_file, model)
     with mlflow.start_run(experiment_id=experiment_id) as run:
@@ -80,10 +81,18 @@ def test_a_different_evaluation_protocol_never_takes_champion(store, tiny_vae_fi
 
 def test_a_missing_metric_registers_nothing(store, tiny_vae_file):
     params = tiny_params()
-    tracking.connect(params.tracking, store)
+    tracking_store.connect(params.tracking, store)
     with pytest.raises(registry.RegistryError, match="not among the test metrics"):
         registry.register(None, "run", {"test/other": 1.0}, params)
     assert MlflowClient().search_model_versions(f"name='{NAME}'") == []
+
+
+def test_the_default_model_name_is_params_tracking_registered_model(repo_root):
+    from mnist_vae.config import load_params
+
+    name = load_params(repo_root / "params.yaml").tracking.registered_model
+    assert name == registry.DEFAULT_NAME
+    assert registry.model_uri("champion") == f"models:/{name}@champion"
 
 
 def test_model_uri_accepts_aliases_versions_and_uris():

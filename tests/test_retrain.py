@@ -61,9 +61,10 @@ def test_retrain_reruns_only_what_changed_reports_it_and_pushes(origin, tmp_path
     ran = stages_run(result.stdout)
     assert "download" not in ran, "download must come from the remote, not be rerun"
     assert "train_classifier" not in ran, "the classifier reads no train param"
-    assert {"train", "evaluate", "render"} <= set(ran), ran
+    assert {"train", "evaluate", "render", "register"} <= set(ran), ran
     assert "train.learning_rate" in report and "0.0015" in report, report
     assert "neg_elbo" in report, report
+    assert f"registered: mnist-vae version {versions_before + 1} (challenger" in report, report
     assert result.stdout.rstrip().endswith(report.rstrip())  # printed as well
 
     runs_after, versions_after = runs_and_versions(db)

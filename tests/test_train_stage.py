@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
-from helpers import clone_repo, copy_repo, pipeline_env, run_dvc, run_stage
-from mnist_vae.config import load_overlay, load_params, merge_overlay
+from helpers import clone_repo, copy_repo, pipeline_env, run_dvc, run_stage, set_params
+from mnist_vae.config import load_params
 from mnist_vae.model import load_vae
+from mnist_vae.overlays import load_overlay
 
 TINY = {
     "data": {"val_size": 16, "train_limit": 64, "test_limit": 8},
@@ -25,13 +25,6 @@ TINY = {
                           "strides": [4]}},
     "train": {"epochs": 2, "batch_size": 16, "learning_rate": 0.01, "progress_samples": 4},
 }
-
-
-def _apply(repo: Path, overlay: dict) -> None:
-    """Merge an overlay into the repo's params.yaml, as `dvc exp run -S` would."""
-    path = repo / "params.yaml"
-    path.write_text(yaml.safe_dump(merge_overlay(yaml.safe_load(path.read_text()), overlay),
-                                   sort_keys=False))
 
 
 def _synthetic_mnist(path: Path) -> None:
@@ -46,7 +39,7 @@ def _synthetic_mnist(path: Path) -> None:
 @pytest.fixture
 def tiny_repo(tmp_path):
     repo = copy_repo(tmp_path / "repo")
-    _apply(repo, TINY)
+    set_params(repo, TINY)
     _synthetic_mnist(repo / "data" / "mnist.npz")
     return repo
 
@@ -79,7 +72,7 @@ def test_train_stage_writes_model_facts_progress_and_dvclive(tiny_repo):
 
 @pytest.mark.slow
 def test_train_stage_stops_on_divergence_without_writing_a_model(tiny_repo):
-    _apply(tiny_repo, {"train": {"learning_rate": 1e30, "lr_schedule": "constant"}})
+    set_params(tiny_repo, {"train": {"learning_rate": 1e30, "lr_schedule": "constant"}})
     result = run_stage(tiny_repo, "train", pipeline_env(tiny_repo), check=False)
     assert result.returncode == 1
     assert "train: loss is not finite" in result.stderr
@@ -94,7 +87,7 @@ def ci_repo(tmp_path_factory, request):
     """A repo with configs/ci.yaml applied whose `dvc repro train` ran once (download too)."""
     mirror = request.getfixturevalue("shared_mirror")
     repo = copy_repo(tmp_path_factory.mktemp("e2e") / "repo")
-    _apply(repo, load_overlay(repo / "configs" / "ci.yaml"))
+    set_params(repo, load_overlay(repo / "configs" / "ci.yaml"))
     env = pipeline_env(repo, MNIST_VAE_SOURCE=str(mirror))
     run_dvc(repo, "repro", "train", env=env)
     return repo, env

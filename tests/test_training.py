@@ -1,4 +1,4 @@
-"""Training on tiny synthetic data: the input pipeline, learning, early stopping, the NaN guard,
+"""Training on tiny synthetic data: learning, early stopping, the NaN guard,
 checkpoints, and a run killed with SIGKILL then resumed matching an uninterrupted one."""
 
 import dataclasses
@@ -15,6 +15,12 @@ import keras
 import numpy as np
 import pytest
 
+from mnist_vae.checkpoints import (
+    CHECKPOINT_FILE,
+    CheckpointMismatch,
+    checkpoint_key,
+    load_checkpoint,
+)
 from mnist_vae.config import (
     DataConfig,
     DecoderConfig,
@@ -25,16 +31,7 @@ from mnist_vae.config import (
     TrainConfig,
 )
 from mnist_vae.data import split
-from mnist_vae.training import (
-    CHECKPOINT_FILE,
-    CheckpointMismatch,
-    TrainingDiverged,
-    checkpoint_key,
-    compiled_vae,
-    load_checkpoint,
-    train,
-    training_batches,
-)
+from mnist_vae.training import TrainingDiverged, compiled_vae, train
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -62,46 +59,6 @@ def _splits(n_train=64, data_cfg=TINY_DATA):
               "y_train": np.zeros(n_train + data_cfg.val_size, np.uint8),
               "x_test": _blobs(8, 1), "y_test": np.zeros(8, np.uint8)}
     return split(arrays, data_cfg)
-
-
-def _batches(ds):
-    return [b.numpy() for b in ds]
-
-
-# --- input pipeline ----------------------------------------------------------------------
-
-def test_each_epoch_is_a_seeded_permutation_and_resuming_replays_it():
-    x = np.arange(40, dtype=np.float32).reshape(40, 1, 1, 1) * np.ones((1, 28, 28, 1), "float32")
-    cfg = dataclasses.replace(TINY_TRAIN, batch_size=8, epochs=3)
-    full = _batches(training_batches(x, cfg, dynamic_binarize=False))
-    assert len(full) == 3 * 5
-    epochs = [np.concatenate(full[e * 5:(e + 1) * 5])[:, 0, 0, 0] for e in range(3)]
-    for order in epochs:
-        assert sorted(order) == list(range(40))  # every image once per epoch
-    assert not np.array_equal(epochs[0], epochs[1])  # reshuffled each epoch
-    resumed = _batches(training_batches(x, cfg, dynamic_binarize=False, start_epoch=1))
-    np.testing.assert_array_equal(np.stack(resumed), np.stack(full[5:]))
-    again = _batches(training_batches(x, cfg, dynamic_binarize=False))
-    np.testing.assert_array_equal(np.stack(again), np.stack(full))
-    other = _batches(training_batches(x, dataclasses.replace(cfg, seed=1), False))
-    assert not np.array_equal(np.stack(other), np.stack(full))
-
-
-def test_dynamic_binarisation_resamples_every_batch_reproducibly():
-    x = np.full((32, 28, 28, 1), 0.5, np.float32)
-    cfg = dataclasses.replace(TINY_TRAIN, batch_size=16, epochs=2)
-    batches = _batches(training_batches(x, cfg, dynamic_binarize=True))
-    assert set(np.unique(np.stack(batches))) == {0.0, 1.0}
-    assert 0.4 < np.stack(batches).mean() < 0.6
-    assert not np.array_equal(batches[0], batches[1])
-    resumed = _batches(training_batches(x, cfg, dynamic_binarize=True, start_epoch=1))
-    np.testing.assert_array_equal(np.stack(resumed), np.stack(batches[2:]))
-
-
-def test_batch_larger_than_the_training_set_names_the_fix():
-    x = np.zeros((4, 28, 28, 1), np.float32)
-    with pytest.raises(ValueError, match="train.batch_size: 16 is larger than the 4"):
-        training_batches(x, TINY_TRAIN, False)
 
 
 # --- training ----------------------------------------------------------------------------

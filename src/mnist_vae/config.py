@@ -20,7 +20,7 @@ import yaml
 PARAMS_FILE = "params.yaml"
 
 
-class _Loader(yaml.SafeLoader):
+class YamlLoader(yaml.SafeLoader):
     """SafeLoader that also reads YAML 1.2 floats such as `5e-05`.
 
     PyYAML follows YAML 1.1, where a float needs a dot, so `5e-05` (how `dvc exp run -S`
@@ -28,7 +28,7 @@ class _Loader(yaml.SafeLoader):
     """
 
 
-_Loader.add_implicit_resolver(
+YamlLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
                    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
@@ -114,8 +114,11 @@ class PathsConfig:
     dvclive: str = "dvclive"
     classifier: str = "models/classifier.keras"
     classifier_metrics: str = "metrics/classifier.json"
+    classifier_facts: str = "metrics/classifier_facts.json"
     metrics: str = "metrics/eval.json"
+    eval_facts: str = "metrics/eval_facts.json"
     plots: str = "plots"
+    registered: str = "models/registered.json"
 
 
 # --- sections below are owned by the stage that reads them --------------------------------
@@ -442,7 +445,7 @@ def read_params_mapping(path: str | Path = PARAMS_FILE) -> Any:
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file; run from the repository root") from None
     try:
-        return yaml.load(text, Loader=_Loader)
+        return yaml.load(text, Loader=YamlLoader)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from err
 
@@ -450,57 +453,6 @@ def read_params_mapping(path: str | Path = PARAMS_FILE) -> Any:
 def load_params(path: str | Path = PARAMS_FILE) -> Params:
     """Read and validate `params.yaml`."""
     return parse_params(read_params_mapping(path))
-
-
-def load_overlay(path: str | Path) -> dict[str, Any]:
-    """Read a partial params file (configs/*.yaml): the same schema, only the keys that differ."""
-    path = Path(path)
-    try:
-        data = yaml.load(path.read_text(), Loader=_Loader) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config; see configs/ for the ones that exist") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from err
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: must be a mapping of sections, got {data!r}")
-    return data
-
-
-def merge_overlay(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
-    """Deep-merge `overlay` over `base`: mappings merge key by key, everything else replaces."""
-    merged = dict(base)
-    for key, value in overlay.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            merged[key] = merge_overlay(base[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def _override_value(value: Any) -> str:
-    """A value in the Hydra override grammar `dvc exp run -S` parses; strings always quoted."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_override_value(v) for v in value) + "]"
-    raise ConfigError(f"cannot express {value!r} as a `dvc exp run -S` value")
-
-
-def overlay_to_set_args(overlay: dict[str, Any], prefix: str = "") -> list[str]:
-    """Flatten an overlay into `dvc exp run` arguments: ['-S', 'train.epochs=35', ...]."""
-    args: list[str] = []
-    for key, value in overlay.items():
-        if isinstance(value, dict):
-            args += overlay_to_set_args(value, f"{prefix}{key}.")
-        else:
-            args += ["-S", f"{prefix}{key}={_override_value(value)}"]
-    return args
 
 
 def to_flat_dict(obj: Any, prefix: str = "") -> dict[str, Any]:

@@ -28,6 +28,7 @@ from mnist_vae.classifier import Predictions
 from mnist_vae.classifier import predict as classifier_predict
 from mnist_vae.config import DataConfig, EvaluateConfig
 from mnist_vae.data import Splits, split
+from mnist_vae.inference import batches, decode_means, encode, prior_of, to_numpy
 from mnist_vae.prior import LOG_2PI, GaussianMixture
 
 NUM_CLASSES = 10
@@ -44,25 +45,9 @@ class View:
     nll: NllFn
 
 
-def _np(t: Any) -> np.ndarray:
-    return t.numpy() if hasattr(t, "numpy") else np.asarray(t)
-
-
-def _batches(n: int, size: int):
-    for start in range(0, n, size):
-        yield slice(start, min(start + size, n))
-
-
 def bits_per_dim(nats: float, dims: int) -> float:
     """Nats per image -> bits per pixel: nats / (dims ln 2)."""
     return float(nats) / (dims * math.log(2.0))
-
-
-def prior_of(model: Any) -> GaussianMixture:
-    """The model's p(z): its fitted prior if it has one, else N(0, I)."""
-    if hasattr(model, "prior_distribution"):
-        return model.prior_distribution()
-    return GaussianMixture.standard(model.latent_dim)
 
 
 def kl_estimate(prior: GaussianMixture, mean: np.ndarray, log_var: np.ndarray,
@@ -70,7 +55,7 @@ def kl_estimate(prior: GaussianMixture, mean: np.ndarray, log_var: np.ndarray,
     """KL(q(z|x) || p(z)) per row: closed form for N(0, I), else the one-sample Monte Carlo
     log q(z|x) - log p(z) at z = mean + sigma * eps (unbiased)."""
     if prior.is_standard:
-        return _np(losses.kl_to_standard_normal(mean, log_var)).astype(np.float64)
+        return to_numpy(losses.kl_to_standard_normal(mean, log_var)).astype(np.float64)
     z = mean + np.exp(0.5 * log_var) * eps
     return log_diag_normal_from_eps(eps, log_var) - prior.log_prob(z)
 
@@ -78,23 +63,6 @@ def kl_estimate(prior: GaussianMixture, mean: np.ndarray, log_var: np.ndarray,
 def log_diag_normal_from_eps(eps: np.ndarray, log_var: np.ndarray) -> np.ndarray:
     """log N(mean + sigma*eps; mean, sigma^2) summed over the last axis (exact, no division)."""
     return -0.5 * np.sum(eps**2 + log_var + LOG_2PI, axis=-1)
-
-
-def encode(model: Any, x: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Encoder means and log-variances of many images, batch by batch, as float64."""
-    means, log_vars = [], []
-    for s in _batches(len(x), batch_size):
-        mean, log_var = model.encode(x[s])
-        means.append(_np(mean))
-        log_vars.append(_np(log_var))
-    return np.concatenate(means).astype(np.float64), np.concatenate(log_vars).astype(np.float64)
-
-
-def decode_means(model: Any, z: np.ndarray, batch_size: int) -> np.ndarray:
-    """Decoder means sigmoid(logits) for many latent vectors, as float32 [N, 28, 28, 1]."""
-    out = [_np(tf.sigmoid(model.decode_logits(z[s].astype(np.float32))))
-           for s in _batches(len(z), batch_size)]
-    return np.concatenate(out).astype(np.float32)
 
 
 def elbo_terms(
@@ -108,16 +76,16 @@ def elbo_terms(
     rng = np.random.default_rng(seed)
     prior = prior_of(model)
     rec, kl, sse = [], [], []
-    for s in _batches(len(view.images), batch_size):
+    for s in batches(len(view.images), batch_size):
         x = view.images[s]
-        mean, log_var = (_np(t).astype(np.float64) for t in model.encode(x))
+        mean, log_var = (to_numpy(t).astype(np.float64) for t in model.encode(x))
         eps = rng.standard_normal(mean.shape)
         z = mean + np.exp(0.5 * log_var) * eps
         logits = model.decode_logits(z.astype(np.float32))
-        rec.append(_np(view.nll(x, logits)).astype(np.float64))
+        rec.append(to_numpy(view.nll(x, logits)).astype(np.float64))
         kl.append(kl_estimate(prior, mean, log_var, eps))
         if grey is not None:
-            err = grey[s].astype(np.float64) - _np(tf.sigmoid(logits)).astype(np.float64)
+            err = grey[s].astype(np.float64) - to_numpy(tf.sigmoid(logits)).astype(np.float64)
             sse.append(np.sum(err.reshape(len(err), -1) ** 2, axis=1))
     terms = {"rec_nll": np.concatenate(rec), "kl": np.concatenate(kl)}
     terms["neg_elbo"] = terms["rec_nll"] + terms["kl"]
@@ -143,18 +111,18 @@ def iwae_nll(model: Any, view: View, k: int, max_batch: int, seed: int) -> np.nd
     prior = prior_of(model)
     n_images, n_samples = iwae_plan(k, max_batch)
     out = []
-    for s in _batches(len(view.images), n_images):
+    for s in batches(len(view.images), n_images):
         x = view.images[s]
         b = len(x)
-        mean, log_var = (_np(t).astype(np.float64) for t in model.encode(x))
+        mean, log_var = (to_numpy(t).astype(np.float64) for t in model.encode(x))
         log_w = np.empty((k, b))
-        for c in _batches(k, n_samples):
+        for c in batches(k, n_samples):
             m = c.stop - c.start
             eps = rng.standard_normal((m, b, mean.shape[-1]))
             z = mean + np.exp(0.5 * log_var) * eps
             logits = model.decode_logits(z.reshape(m * b, -1).astype(np.float32))
             targets = np.tile(x, (m,) + (1,) * (x.ndim - 1))
-            log_px_z = -_np(view.nll(targets, logits)).astype(np.float64).reshape(m, b)
+            log_px_z = -to_numpy(view.nll(targets, logits)).astype(np.float64).reshape(m, b)
             log_pz = prior.log_prob(z.reshape(m * b, -1)).reshape(m, b)
             log_w[c] = log_px_z + log_pz - log_diag_normal_from_eps(eps, log_var)
         out.append(-(special.logsumexp(log_w, axis=0) - math.log(k)))
@@ -317,7 +285,8 @@ def likelihood_nll(likelihood: str) -> NllFn:
     return lambda x, logits: losses.reconstruction_nll(x, logits, likelihood)
 
 
-def test_sets(arrays: dict[str, np.ndarray], cfg: DataConfig) -> tuple[Splits, np.ndarray | None]:
+def evaluation_sets(arrays: dict[str, np.ndarray], cfg: DataConfig,
+                    ) -> tuple[Splits, np.ndarray | None]:
     """The grey splits, and the seeded binary test images a model trained on binarised pixels
     learned (None for grey training): the `grey` and `binarized` arguments of `evaluate`."""
     grey = split(arrays, dataclasses.replace(cfg, binarize="none"))
@@ -345,7 +314,7 @@ def evaluate(
     binarized: np.ndarray | None,
     cfg: EvaluateConfig,
 ) -> dict[str, Any]:
-    """Every number of metrics/eval.json: likelihood bounds, per class, sample quality, meta."""
+    """Likelihood bounds, per class, sample quality, and `meta`: the protocol and timings."""
     start = time.perf_counter()
     views = build_views(model.likelihood, grey, binarized)
     test, per_class, seconds = evaluate_likelihood(model, views, grey, labels, cfg)

@@ -1,10 +1,11 @@
-"""Outputs written atomically: a temp file beside the target, then a rename.
+"""Files of the pipeline: atomic writes (a temp file, then a rename) and streamed checksums.
 
 A killed stage leaves either the old file or the new one, never half of one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -38,3 +39,12 @@ def write_json(path: str | Path, obj: Any) -> None:
     """Write obj as indented JSON, atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file, streamed."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,4 +1,4 @@
-"""Strict reading and writing of IDX files, the format MNIST ships in.
+"""Strict reading of IDX files, the format MNIST ships in.
 
 An IDX file is a 4-byte magic number (two zero bytes, a dtype byte, the number of
 dimensions), one big-endian uint32 per dimension, then the payload in C order. Only the
@@ -18,7 +18,6 @@ import numpy as np
 UBYTE = 0x08
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
-_MAX_DIM = 2**32 - 1
 
 
 class IdxError(ValueError):
@@ -80,14 +79,3 @@ def gunzip(data: bytes, name: str) -> bytes:
 def parse_idx_gz(data: bytes, name: str, *, ndim: int | None = None) -> np.ndarray:
     """Decode a gzipped IDX file such as `train-images-idx3-ubyte.gz`."""
     return parse_idx(gunzip(data, name), name, ndim=ndim)
-
-
-def encode_idx(array: np.ndarray) -> bytes:
-    """Encode a uint8 array as an IDX file (used to build test fixtures)."""
-    array = np.asarray(array)
-    if array.dtype != np.uint8:
-        raise IdxError(f"only uint8 arrays can be written as IDX, got {array.dtype}")
-    if not 1 <= array.ndim <= 255 or any(d > _MAX_DIM for d in array.shape):
-        raise IdxError(f"shape {array.shape} cannot be written as IDX")
-    header = struct.pack(f">I{array.ndim}I", magic_for(array.ndim), *array.shape)
-    return header + np.ascontiguousarray(array).tobytes()

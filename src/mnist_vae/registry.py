@@ -32,7 +32,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.tracking import MlflowClient
 from mlflow.types.schema import Schema, TensorSpec
 
-from mnist_vae import tracking
+from mnist_vae import store
 from mnist_vae.config import Params, TrackingConfig, to_flat_dict
 from mnist_vae.model import VAE, load_vae
 
@@ -42,6 +42,7 @@ MODEL_NAME = "model"  # the logged model's name inside its run
 KERAS_FILE = "model.keras"  # in the model's data/ directory, where mlflow.keras puts it
 TAG_METRIC = "champion_metric"
 TAG_PROTOCOL = "protocol."  # + a `tracking.comparable_on` key
+DEFAULT_NAME = TrackingConfig().registered_model  # params.yaml's tracking.registered_model
 REQUIREMENTS = ("mlflow", "tensorflow", "keras", "numpy", "pyyaml", "pandas")
 
 
@@ -240,16 +241,26 @@ def _champion_value(client: MlflowClient, version: ModelVersion, key: str) -> fl
         return None
 
 
+def record(version: ModelVersion, run_id: str, client: MlflowClient | None = None,
+           ) -> dict[str, Any]:
+    """What `register` did, for `paths.registered`: the run, model name, version, aliases."""
+    client = client or MlflowClient()
+    current = client.get_model_version(version.name, version.version)
+    return {"run_id": run_id, "model": version.name, "version": int(version.version),
+            "aliases": sorted(current.aliases),
+            "tracking_uri": store.redact(mlflow.get_tracking_uri())}
+
+
 # --- loading --------------------------------------------------------------------------------
 
-def model_uri(ref: str = CHAMPION, name: str = "mnist-vae") -> str:
+def model_uri(ref: str = CHAMPION, name: str = DEFAULT_NAME) -> str:
     """`champion` -> models:/name@champion; `3` -> models:/name/3; URIs pass through."""
     if ":/" in ref:
         return ref
     return f"models:/{name}/{ref}" if ref.isdigit() else f"models:/{name}@{ref}"
 
 
-def load(ref: str = CHAMPION, name: str = "mnist-vae", tracking_uri: str | None = None) -> VAE:
+def load(ref: str = CHAMPION, name: str = DEFAULT_NAME, tracking_uri: str | None = None) -> VAE:
     """The registered VAE (alias, version number or models:/ URI) with its library API.
 
     The store is `tracking_uri`, else the pipeline's (MLFLOW_TRACKING_URI or the repository's
@@ -259,19 +270,19 @@ def load(ref: str = CHAMPION, name: str = "mnist-vae", tracking_uri: str | None 
     try:
         model = mlflow.keras.load_model(uri, load_model_kwargs={"compile": False})
     except MlflowException as err:
-        raise RegistryError(f"cannot load {uri} from {tracking.redact(mlflow.get_tracking_uri())}:"
+        raise RegistryError(f"cannot load {uri} from {store.redact(mlflow.get_tracking_uri())}:"
                             f" {err.message}") from err
     if not isinstance(model, VAE):
         raise RegistryError(f"{uri} holds a {type(model).__name__}, not a mnist_vae VAE")
     return model
 
 
-def load_generator(ref: str = CHAMPION, name: str = "mnist-vae",
+def load_generator(ref: str = CHAMPION, name: str = DEFAULT_NAME,
                    tracking_uri: str | None = None) -> pyfunc.PyFuncModel:
     """The registered model as the pyfunc the scoring server runs (latents -> images)."""
     return pyfunc.load_model(_use_store_for(ref, name, tracking_uri))
 
 
 def _use_store_for(ref: str, name: str, tracking_uri: str | None) -> str:
-    tracking.use_store(tracking_uri or tracking.tracking_uri(tracking.repo_root()))
+    store.use_store(tracking_uri or store.tracking_uri(store.repo_root()))
     return model_uri(ref, name)

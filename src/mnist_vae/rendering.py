@@ -16,8 +16,8 @@ from PIL import Image, ImageDraw, ImageFont
 from scipy import stats
 
 from mnist_vae.config import RenderConfig
-from mnist_vae.evaluation import decode_means, encode, prior_of
 from mnist_vae.files import atomic_path
+from mnist_vae.inference import decode_means, encode, prior_of
 
 BACKGROUND = 64  # grey: tiles are black-backed digits, gutters must still show
 LABEL_COLOUR = 235
