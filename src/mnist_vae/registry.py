@@ -16,6 +16,7 @@ on the same evaluation protocol (`tracking.comparable_on`).
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -29,10 +30,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelSignature
 from mlflow.models.model import MLMODEL_FILE_NAME, ModelInfo
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.pyfunc import scoring_server
 from mlflow.tracking import MlflowClient
 from mlflow.types.schema import Schema, TensorSpec
 
-from mnist_vae import tracking
+from mnist_vae import serving, tracking
 from mnist_vae.config import Params, TrackingConfig, to_flat_dict
 from mnist_vae.model import VAE, load_vae
 
@@ -92,7 +94,10 @@ def log_model(vae_path: Path, cfg: TrackingConfig) -> ModelInfo:
 def _load_pyfunc(data_path: str, model_config: dict[str, Any] | None = None) -> DigitGenerator:
     """pyfunc loader: what `mlflow.pyfunc.load_model` and `mlflow models serve` call."""
     max_rows = int((model_config or {}).get("max_rows", TrackingConfig().serve_max_rows))
-    return DigitGenerator(load_vae(Path(data_path) / KERAS_FILE), max_rows)
+    generator = DigitGenerator(load_vae(Path(data_path) / KERAS_FILE), max_rows)
+    if os.environ.get(scoring_server._SERVER_MODEL_PATH):  # inside `mlflow models serve`
+        serving.install_request_gate(serving.max_body_bytes(max_rows, generator.vae.latent_dim))
+    return generator
 
 
 class DigitGenerator:
@@ -114,9 +119,12 @@ class DigitGenerator:
             model_input = next(iter(model_input.values()))
         width = self.vae.latent_dim
         try:
-            z = np.asarray(model_input, dtype=np.float32)
+            z = np.asarray(model_input)
         except (TypeError, ValueError):
+            z = np.asarray(None)  # ragged rows
+        if z.dtype.kind not in "iuf":  # strings, booleans, None and ragged rows are refused
             _bad(f"inputs must be numbers: a list of latent vectors, each of {width} numbers")
+        z = z.astype(np.float32)
         if z.ndim != 2 or z.shape[1] != width:
             _bad(f"inputs must be a list of latent vectors of width {width}; got shape "
                  f"{list(z.shape)}")
