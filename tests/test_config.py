@@ -1,12 +1,16 @@
 """params.yaml -> typed config: the real file parses, and every kind of bad input is named."""
 
 import dataclasses
+import math
 from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mnist_vae.config import (
+    SECTIONS,
     ConfigError,
     Params,
     load_overlay,
@@ -294,8 +298,8 @@ def test_ambiguous_scalars_load_alike_in_dvcs_reader(tmp_path):
     assert ours == load_yaml(tmp_path / "params.yaml")
 
 
-@pytest.mark.parametrize("payload", [b"\xff\xfe\x00t\x00r\x00a\x00i\x00n", b"train:\n  epochs: \xe9\n",
-                                     bytes(range(256))])
+@pytest.mark.parametrize("payload", [b"\xff\xfe\x00t\x00r\x00a\x00i\x00n",
+                                     b"train:\n  epochs: \xe9\n", bytes(range(256))])
 def test_a_binary_or_non_utf8_params_file_is_one_line(tmp_path, payload):
     path = tmp_path / "params.yaml"
     path.write_bytes(payload)
@@ -329,3 +333,134 @@ def test_a_bad_seed_stops_the_train_stage_before_any_mlflow_run(tmp_path, repo_r
     assert result.returncode != 0
     assert "train.seed: must be a seed in [0, 2**32) (numpy's range), got -1" in result.stderr
     assert not (tmp_path / "mlflow.db").exists()
+
+
+# --- properties: only ConfigError, and what is accepted is what was written ----------------
+
+PROPERTY = settings(max_examples=200, deadline=None)
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**40, 2**40),
+                    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8))
+values = st.one_of(scalars, st.lists(scalars, max_size=4))
+SCHEMA = {section: [f.name for f in dataclasses.fields(cls)  # nested sections left out
+                    if f"{section}.{f.name}" in to_flat_dict(Params())]
+          for section, cls in SECTIONS.items()}
+sections = st.sampled_from(sorted(SCHEMA))
+
+
+@st.composite
+def params_mappings(draw):
+    """Some sections with some known keys (and now and then an unknown one) set to anything."""
+    mapping = {}
+    for section in draw(st.lists(sections, max_size=3, unique=True)):
+        keys = st.sampled_from(SCHEMA[section] + ["no_such_key"])
+        mapping[section] = draw(st.dictionaries(keys, values, max_size=3))
+    return mapping
+
+
+def _as_written(parsed, written) -> bool:
+    """Equal, and a boolean only where a boolean was written (1 == True in Python)."""
+    if isinstance(written, list):
+        return isinstance(parsed, tuple) and len(parsed) == len(written) and all(
+            _as_written(p, w) for p, w in zip(parsed, written, strict=True))
+    return parsed == written and isinstance(parsed, bool) == isinstance(written, bool)
+
+
+@PROPERTY
+@given(params_mappings())
+def test_any_mapping_is_refused_naming_a_key_or_parsed_as_written(mapping):
+    try:
+        params = parse_params(mapping)
+    except ConfigError as err:
+        message = str(err)
+        assert "\n" not in message
+        assert message.split(":")[0].split(".")[0].split("[")[0] in SCHEMA
+        return
+    flat = to_flat_dict(params)
+    for section, entries in mapping.items():
+        for key, value in entries.items():
+            parsed = flat[f"{section}.{key}"]
+            assert _as_written(parsed, value)
+            for item in parsed if isinstance(parsed, tuple) else (parsed,):
+                assert not isinstance(item, float) or math.isfinite(item)
+
+
+@PROPERTY
+@given(st.text(max_size=300))
+def test_any_text_file_loads_or_is_one_configerror_line(tmp_path_factory, text):
+    path = tmp_path_factory.mktemp("p") / "params.yaml"
+    path.write_text(text, encoding="utf-8", errors="surrogatepass")
+    try:
+        load_params(path)
+    except ConfigError as err:
+        assert "\n" not in str(err)
+
+
+@PROPERTY
+@given(st.binary(max_size=300))
+def test_any_bytes_file_loads_or_is_one_configerror_line(tmp_path_factory, raw):
+    path = tmp_path_factory.mktemp("p") / "params.yaml"
+    path.write_bytes(raw)
+    try:
+        load_params(path)
+    except ConfigError as err:
+        assert "\n" not in str(err)
+
+
+@PROPERTY
+@given(st.sampled_from(SEED_KEYS), st.integers(-2**70, 2**70))
+def test_a_seed_is_accepted_exactly_in_numpys_range(key, value):
+    section, name = key
+    try:
+        parsed = getattr(getattr(parse_params({section: {name: value}}), section), name)
+    except ConfigError:
+        assert not 0 <= value < 2**32
+    else:
+        assert 0 <= value < 2**32 and parsed == value
+
+
+@PROPERTY
+@given(st.floats(allow_nan=True, allow_infinity=True))
+def test_a_learning_rate_is_accepted_exactly_when_finite_and_positive(value):
+    try:
+        parsed = parse_params({"train": {"learning_rate": value}}).train.learning_rate
+    except ConfigError:
+        assert not (math.isfinite(value) and value > 0)
+    else:
+        assert parsed == value and math.isfinite(parsed) and parsed > 0
+
+
+@PROPERTY
+@given(params_mappings())
+def test_yaml_written_by_dvc_loads_as_the_same_params(tmp_path_factory, mapping):
+    """A file DVC's writer (YAML 1.2) produced is read alike by DVC and by this loader."""
+    from dvc.utils.serialize import dump_yaml, load_yaml
+
+    path = tmp_path_factory.mktemp("p") / "params.yaml"
+    dump_yaml(path, mapping)
+    try:
+        ours = read_params_mapping(path)
+    except ConfigError as err:  # only for a string DVC writes plain that YAML 1.1 reads else
+        assert "duplicate" not in str(err)
+        return
+    theirs = load_yaml(path)
+    assert _canonical(ours) == _canonical(theirs) or _has_ambiguous(ours)
+
+
+def _canonical(value):
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    return (type(value).__name__, value) if isinstance(value, (bool, int, float)) else value
+
+
+def _has_ambiguous(value) -> bool:
+    from mnist_vae.config import _Ambiguous
+
+    if isinstance(value, dict):
+        return any(_has_ambiguous(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_ambiguous(v) for v in value)
+    return isinstance(value, _Ambiguous)

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import socket
 import time
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from mlflow.exceptions import MlflowException
 
 from mnist_vae import registry
@@ -201,3 +205,92 @@ def test_a_chunked_oversized_body_is_refused_with_413(server):
                                  {"Content-Type": "application/json",
                                   "Transfer-Encoding": "chunked"})
     assert status == 413 and json.loads(raw)["error_code"] == "REQUEST_TOO_LARGE"
+
+
+# --- properties: only the documented errors, never a crash or a silently wrong array ---------
+
+PROPERTY = settings(max_examples=200, deadline=None)
+json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70),
+                         st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=5))
+json_values = st.recursive(json_scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=3), inner, max_size=3)),
+    max_leaves=20)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _leaves(value):
+    if isinstance(value, list):
+        return [leaf for v in value for leaf in _leaves(v)]
+    if isinstance(value, dict):
+        return [leaf for v in value.values() for leaf in _leaves(v)]
+    return [value]
+
+
+@PROPERTY
+@given(st.binary(max_size=400))
+def test_arbitrary_bodies_pass_or_are_a_400(body):
+    try:
+        check_json_numbers(body)
+    except BadRequest as err:
+        assert err.status == 400
+
+
+@PROPERTY
+@given(st.sampled_from(["inputs", "instances", "dataframe_records"]), json_values)
+def test_a_body_passes_exactly_when_its_data_holds_only_finite_numbers(key, data):
+    body = json.dumps({key: data}).encode()  # NaN and Infinity come out as JSON extensions
+    try:
+        check_json_numbers(body)
+    except BadRequest as err:
+        assert err.status == 400
+        assert not all(_is_number(v) for v in _leaves(data))
+    else:
+        assert all(_is_number(v) for v in _leaves(data))
+
+
+@PROPERTY
+@given(st.lists(st.binary(max_size=300), min_size=1, max_size=5),
+       st.one_of(st.none(), st.integers(0, 5000).map(str), st.text(max_size=4)),
+       st.sampled_from(["application/json", "application/json; charset=utf-8", "text/csv", ""]))
+def test_the_gate_answers_only_200_400_413_415_and_forwards_exactly_the_body(chunks, length,
+                                                                               media_type):
+    app = _App()
+    headers = {"Content-Type": media_type}
+    if length is not None:
+        headers["Content-Length"] = length
+    status, reply, _ = _call(RequestGate(app, 600), chunks, headers)
+    body = b"".join(chunks)
+    if status == 200:
+        assert app.bodies == [body] and len(body) <= 600
+        check_json_numbers(body)
+    else:
+        assert status in (400, 413, 415) and app.bodies == []
+        message = json.loads(reply)["message"]
+        assert body[:20].decode("utf-8", "replace") not in message or len(body) < 4
+
+
+@pytest.fixture(scope="module")
+def generator(tiny_vae_file):
+    return registry.DigitGenerator(load_vae(tiny_vae_file), max_rows=4)
+
+
+@PROPERTY
+@given(st.data())
+def test_the_generator_accepts_exactly_finite_numeric_batches(generator, data):
+    dtype = data.draw(st.sampled_from([np.float32, np.float64, np.int64, np.uint8, np.bool_,
+                                       np.str_, np.float16]))
+    shape = data.draw(hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=6))
+    z = data.draw(hnp.arrays(dtype, shape))
+    try:
+        checked = generator._checked(z)
+    except MlflowException as err:
+        assert err.get_http_status_code() == 400
+        assert not (z.dtype.kind in "iuf" and z.ndim == 2 and z.shape[1] == 3
+                    and 1 <= len(z) <= 4 and np.isfinite(z.astype(np.float32)).all())
+    else:
+        assert z.dtype.kind in "iuf" and checked.dtype == np.float32 and checked.shape == z.shape
+        assert 1 <= len(z) <= 4 and np.isfinite(checked).all()
+        np.testing.assert_array_equal(checked, z.astype(np.float32))

@@ -124,7 +124,8 @@ class DigitGenerator:
             z = np.asarray(None)  # ragged rows
         if z.dtype.kind not in "iuf":  # strings, booleans, None and ragged rows are refused
             _bad(f"inputs must be numbers: a list of latent vectors, each of {width} numbers")
-        z = z.astype(np.float32)
+        with np.errstate(over="ignore"):  # beyond float32's range becomes inf: refused below
+            z = z.astype(np.float32)
         if z.ndim != 2 or z.shape[1] != width:
             _bad(f"inputs must be a list of latent vectors of width {width}; got shape "
                  f"{list(z.shape)}")
