@@ -60,6 +60,7 @@ def package_at(rev: str, dest: Path) -> Path:
     """`src/` as it was at git revision `rev`, extracted under `dest`."""
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "src"],
                              capture_output=True, check=True).stdout
+    dest.mkdir(parents=True, exist_ok=True)
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
     return dest / "src"
 
