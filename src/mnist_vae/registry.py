@@ -25,6 +25,7 @@ from typing import Any, NoReturn
 import keras
 import mlflow
 import numpy as np
+import tensorflow as tf
 from mlflow import pyfunc
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
@@ -105,8 +106,6 @@ class DigitGenerator:
     """Latent vectors -> 28x28 digit images; bad input raises a 400-mapped MlflowException."""
 
     def __init__(self, vae: VAE, max_rows: int):
-        import tensorflow as tf
-
         self.vae = vae
         self.max_rows = max_rows
         # One graph for every batch size: a tenth of the eager decoder's time per request.
