@@ -1,10 +1,14 @@
 """Atomic outputs: the target appears whole or not at all."""
 
+import errno
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
-from mnist_vae.files import atomic_path, atomic_paths, write_json
+from mnist_vae.files import DiskFullError, atomic_path, atomic_paths, write_json
 
 
 def test_write_json_creates_parents_and_leaves_no_temp_file(tmp_path):
@@ -37,3 +41,57 @@ def test_several_outputs_appear_together_or_not_at_all(tmp_path):
         prov_tmp.write_text("{}")
     assert data.read_text() == "arrays" and provenance.read_text() == "{}"
     assert sorted(p.name for p in data.parent.iterdir()) == ["mnist.npz", "provenance.json"]
+
+
+# --- a full disk: one line naming the output, nothing partial left ------------------------------
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 1 MiB tmpfs (needs root and mount permission; skipped where mounting is denied)."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or done.returncode})")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def test_a_full_disk_is_one_line_naming_the_output_and_leaves_no_partial_file(small_disk):
+    path = small_disk / "metrics" / "eval.json"
+    with pytest.raises(DiskFullError) as err:
+        write_json(path, {"x": "y" * 2_000_000})
+    assert str(err.value) == (f"{path}: the disk is full (no space left on the device holding "
+                              f"{path.parent}); nothing was written: free space there and rerun")
+    assert err.value.errno == errno.ENOSPC and isinstance(err.value, OSError)
+    assert list(path.parent.iterdir()) == []
+
+
+def test_a_full_disk_keeps_the_previous_output(small_disk):
+    path = small_disk / "model.keras"
+    path.write_text("old")
+    with pytest.raises(DiskFullError), atomic_path(path) as tmp, tmp.open("wb") as f:
+        f.write(os.urandom(2_000_000))
+    assert path.read_text() == "old"
+    assert [p.name for p in small_disk.iterdir()] == ["model.keras"]
+
+
+def test_the_download_stage_reports_a_full_disk_in_one_line(small_disk, tmp_path, repo_root,
+                                                            shared_mirror):
+    from helpers import pipeline_env, run
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "params.yaml").write_text(
+        f"paths:\n  data: {small_disk}/mnist.npz\n  provenance: {small_disk}/provenance.json\n")
+    result = run([sys.executable, repo_root / "stages" / "download.py"], work,
+                 pipeline_env(repo_root, MNIST_VAE_SOURCE=str(shared_mirror)), check=False,
+                 timeout=300)
+    assert result.returncode == 1
+    assert f"download failed: {small_disk}/provenance.json: the disk is full" in result.stderr \
+        or f"download failed: {small_disk}/mnist.npz: the disk is full" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(small_disk.iterdir()) == []

@@ -5,6 +5,7 @@ A killed stage leaves either the old file or the new one, never half of one.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -14,17 +15,36 @@ from pathlib import Path
 from typing import Any
 
 
+class DiskFullError(OSError):
+    """No space left for an output; the message names it and what to do, in one line."""
+
+    def __init__(self, path: Path):
+        super().__init__(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        self.path = path
+
+    def __str__(self) -> str:
+        return (f"{self.path}: the disk is full (no space left on the device holding "
+                f"{self.path.parent}); nothing was written: free space there and rerun")
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temp path (same directory and suffix) that becomes `path` if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         os.replace(tmp, path)
+    except OSError as err:
+        if err.errno in _DISK_FULL and not isinstance(err, DiskFullError):
+            raise DiskFullError(path) from err
+        raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 @contextmanager
