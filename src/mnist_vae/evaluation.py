@@ -29,6 +29,7 @@ from mnist_vae.classifier import predict as classifier_predict
 from mnist_vae.config import DataConfig, EvaluateConfig
 from mnist_vae.data import Splits, split
 from mnist_vae.prior import LOG_2PI, GaussianMixture
+from mnist_vae.progress import progress
 
 NUM_CLASSES = 10
 
@@ -48,9 +49,12 @@ def _np(t: Any) -> np.ndarray:
     return t.numpy() if hasattr(t, "numpy") else np.asarray(t)
 
 
-def _batches(n: int, size: int):
-    for start in range(0, n, size):
-        yield slice(start, min(start + size, n))
+def _batches(n: int, size: int, desc: str | None = None):
+    """Slices of `size` rows covering n; with `desc`, shown as a progress bar."""
+    slices = (slice(start, min(start + size, n)) for start in range(0, n, size))
+    if desc is None:
+        return slices
+    return progress(slices, desc=desc, total=math.ceil(n / size), unit="batch")
 
 
 def bits_per_dim(nats: float, dims: int) -> float:
@@ -80,20 +84,22 @@ def log_diag_normal_from_eps(eps: np.ndarray, log_var: np.ndarray) -> np.ndarray
     return -0.5 * np.sum(eps**2 + log_var + LOG_2PI, axis=-1)
 
 
-def encode(model: Any, x: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+def encode(model: Any, x: np.ndarray, batch_size: int,
+           desc: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Encoder means and log-variances of many images, batch by batch, as float64."""
     means, log_vars = [], []
-    for s in _batches(len(x), batch_size):
+    for s in _batches(len(x), batch_size, desc):
         mean, log_var = model.encode(x[s])
         means.append(_np(mean))
         log_vars.append(_np(log_var))
     return np.concatenate(means).astype(np.float64), np.concatenate(log_vars).astype(np.float64)
 
 
-def decode_means(model: Any, z: np.ndarray, batch_size: int) -> np.ndarray:
+def decode_means(model: Any, z: np.ndarray, batch_size: int,
+                 desc: str | None = None) -> np.ndarray:
     """Decoder means sigmoid(logits) for many latent vectors, as float32 [N, 28, 28, 1]."""
     out = [_np(tf.sigmoid(model.decode_logits(z[s].astype(np.float32))))
-           for s in _batches(len(z), batch_size)]
+           for s in _batches(len(z), batch_size, desc)]
     return np.concatenate(out).astype(np.float32)
 
 
@@ -108,7 +114,7 @@ def elbo_terms(
     rng = np.random.default_rng(seed)
     prior = prior_of(model)
     rec, kl, sse = [], [], []
-    for s in _batches(len(view.images), batch_size):
+    for s in _batches(len(view.images), batch_size, f"ELBO ({view.name})"):
         x = view.images[s]
         mean, log_var = (_np(t).astype(np.float64) for t in model.encode(x))
         eps = rng.standard_normal(mean.shape)
@@ -143,7 +149,7 @@ def iwae_nll(model: Any, view: View, k: int, max_batch: int, seed: int) -> np.nd
     prior = prior_of(model)
     n_images, n_samples = iwae_plan(k, max_batch)
     out = []
-    for s in _batches(len(view.images), n_images):
+    for s in _batches(len(view.images), n_images, f"IWAE k={k} ({view.name})"):
         x = view.images[s]
         b = len(x)
         mean, log_var = (_np(t).astype(np.float64) for t in model.encode(x))
@@ -214,7 +220,7 @@ def recognisable(probs: np.ndarray, confidence: float) -> float:
 def prior_samples(model: Any, n: int, seed: int, batch_size: int) -> np.ndarray:
     """Decoder means of n seeded draws z ~ p(z)."""
     z = prior_of(model).sample(n, np.random.default_rng(seed))
-    return decode_means(model, z, batch_size)
+    return decode_means(model, z, batch_size, desc="prior samples")
 
 
 def sample_quality(
@@ -294,7 +300,7 @@ def evaluate_likelihood(
         if "sse" in terms:
             test["sse"] = float(np.mean(terms["sse"]))
     start = time.perf_counter()
-    means, _ = encode(model, views[-1].images, cfg.batch_size)
+    means, _ = encode(model, views[-1].images, cfg.batch_size, desc="active units")
     test["active_units"], _ = active_units(means, cfg.active_threshold)
     test["latent_dim"] = int(means.shape[1])
     seconds["active_units"] = time.perf_counter() - start
