@@ -7,6 +7,7 @@ import pytest
 
 from helpers import clone_repo, git, pipeline_env, run
 from mnist_vae import summary
+from mnist_vae.config import Params
 
 METRICS = {
     "test": {"bernoulli": {"neg_elbo": 91.42, "iwae_nll": 86.95}},
@@ -39,6 +40,19 @@ def test_the_iwae_is_the_trained_views():
     metrics = {**METRICS, "meta": {"trained_view": "gaussian"},
                "test": {"bernoulli": {"neg_elbo": 91.0}, "gaussian": {"iwae_nll": -700.5}}}
     assert "-700.50 nats" in "\n".join(summary.metric_lines(metrics, None))
+
+
+def test_outside_a_build_it_says_what_is_missing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no git repository, no outputs, no MLflow store
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "mlflow_run.json").write_text('{"run_id": "abc", "run_name": "r"}')
+    text = summary.summary(Params())
+    assert "Metrics: metrics/eval.json is missing (run `make repro`)" in text
+    assert "Pictures: none in plots/" in text
+    assert "MLflow run: abc (r, experiment mnist-vae)" in text
+    assert f"Registered: no MLflow store ({tmp_path.resolve() / 'mlflow.db'} is missing)" in text
 
 
 @pytest.mark.slow

@@ -47,8 +47,9 @@ def progress(iterable: Iterable[T] | None = None, *, desc: str, total: int | Non
     options: dict[str, Any] = {"desc": desc, "total": total, "unit": unit}
     if _interactive(stream):
         return tqdm(iterable, file=stream, dynamic_ncols=True, **options)
+    # maxinterval: tqdm's monitor thread would otherwise force a line every 10 s
     return tqdm(iterable, file=_Lines(stream), mininterval=LOG_INTERVAL_S,
-                bar_format=LOG_FORMAT, **options)
+                maxinterval=LOG_INTERVAL_S, bar_format=LOG_FORMAT, **options)
 
 
 def keras_verbose(stream: IO[str] | None = None) -> int:

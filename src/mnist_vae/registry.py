@@ -275,16 +275,3 @@ def load_generator(ref: str = CHAMPION, name: str = "mnist-vae",
 def _use_store_for(ref: str, name: str, tracking_uri: str | None) -> str:
     tracking.use_store(tracking_uri or tracking.tracking_uri(tracking.repo_root()))
     return model_uri(ref, name)
-
-
-def versions_of_run(run_id: str, name: str, tracking_uri: str | None = None) -> list[ModelVersion]:
-    """The versions of `name` registered from run `run_id` (newest first), with their aliases.
-
-    The store is `tracking_uri`, else the pipeline's (as `load`).
-    """
-    tracking.use_store(tracking_uri or tracking.tracking_uri(tracking.repo_root()))
-    client = MlflowClient()
-    found = client.search_model_versions(f"name = '{name}' and tags.run_id = '{run_id}'")
-    # search results may omit aliases: read each version back
-    versions = [client.get_model_version(name, v.version) for v in found]
-    return sorted(versions, key=lambda v: int(v.version), reverse=True)

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mnist_vae import tracking
 from mnist_vae.config import ConfigError, Params, load_params
-from mnist_vae.tracking import read_run_pointer
 
 
 @dataclass(frozen=True)
@@ -99,19 +99,18 @@ def metric_lines(metrics: dict, previous: dict | None) -> list[str]:
 
 def registered_versions(run_id: str, params: Params) -> str:
     """`name version N (aliases)` for the run's registered model, or why there is none."""
-    store = os.environ.get("MLFLOW_TRACKING_URI")
-    if not store and not Path("mlflow.db").is_file():
-        return "no MLflow store here (mlflow.db)"
+    root = tracking.repo_root()
+    if not os.environ.get("MLFLOW_TRACKING_URI") and not (root / tracking.STORE_FILE).is_file():
+        return f"no MLflow store ({root / tracking.STORE_FILE} is missing)"
     # a summary must not hang on an unreachable tracking server
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
-    from mnist_vae import registry
-
     name = params.tracking.registered_model
     try:
-        versions = registry.versions_of_run(run_id, name)
+        versions = tracking.registered_versions(run_id, name, tracking.tracking_uri(root))
     except Exception as err:  # noqa: BLE001 - any store failure only loses this line
-        return f"cannot read the registry ({type(err).__name__}: {str(err).splitlines()[0]})"
+        first_line = (str(err).splitlines() or [""])[0]
+        return f"cannot read the registry ({type(err).__name__}: {first_line})"
     if not versions:
         return f"not registered in {name}"
     return "; ".join(f"{name} version {v.version}"
@@ -134,7 +133,7 @@ def summary(params: Params) -> str:
         lines.append(f"Metrics: {paths.metrics} is missing (run `make repro`)")
     pictures = sorted(Path(paths.plots).rglob("*.png")) if Path(paths.plots).is_dir() else []
     lines.append("Pictures: " + (", ".join(map(str, pictures)) or f"none in {paths.plots}/"))
-    pointer = read_run_pointer(Path(paths.run_id))
+    pointer = tracking.read_run_pointer(Path(paths.run_id))
     if pointer.get("run_id"):
         lines.append(f"MLflow run: {pointer['run_id']} ({pointer.get('run_name', '?')}, "
                      f"experiment {params.tracking.experiment})")
@@ -143,9 +142,9 @@ def summary(params: Params) -> str:
         lines.append(f"MLflow run: none recorded ({paths.run_id} is missing)")
     lines += [
         "Look further:",
-        "  make ui          the MLflow UI (runs, metrics, registered versions) on 127.0.0.1",
-        "  make plots       dvc_plots/index.html: training curves and every picture",
-        "  dvc metrics diff every metric against git HEAD",
+        "  make ui                the MLflow UI (runs, metrics, registered versions) on 127.0.0.1",
+        "  make plots             dvc_plots/index.html: training curves and every picture",
+        "  .venv/bin/dvc metrics diff   every metric against git HEAD",
     ]
     return "\n".join(lines)
 
