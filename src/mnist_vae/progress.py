@@ -2,8 +2,9 @@
 
 Every slow step (likelihood passes, the prior's EM, decoding and scoring samples, rendering)
 wraps its loop in `progress(...)`, a tqdm bar on stderr. When stderr is not a terminal (CI, a
-log file, `dvc repro > log`), the bar becomes one plain line every `LOG_INTERVAL_S` seconds
-plus a last one. `TQDM_DISABLE=1` silences every bar; the numbers never depend on it.
+log file, `dvc repro > log`), a step that lasts longer than `LOG_INTERVAL_S` seconds prints one
+plain line every `LOG_INTERVAL_S` seconds and a last one; shorter steps print nothing.
+`TQDM_DISABLE=1` silences every bar; the numbers never depend on it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from tqdm import tqdm
 
 T = TypeVar("T")
 
-LOG_INTERVAL_S = 15.0  # seconds between two lines when stderr is not a terminal
+LOG_INTERVAL_S = 10.0  # seconds between two lines (and before the first) in a log
 LOG_FORMAT = ("{desc}: {percentage:3.0f}% {n_fmt}/{total_fmt} {unit} "
               "[{elapsed} elapsed, {remaining} left]")
 
@@ -26,11 +27,13 @@ class _Lines:
 
     def __init__(self, stream: IO[str]):
         self.stream = stream
+        self.last = ""
 
     def write(self, text: str) -> None:
         line = text.replace("\r", "").rstrip()
-        if line:
+        if line and line != self.last:  # tqdm redraws the finished bar once more on close
             self.stream.write(line + "\n")
+            self.last = line
 
     def flush(self) -> None:
         self.stream.flush()
@@ -47,8 +50,8 @@ def progress(iterable: Iterable[T] | None = None, *, desc: str, total: int | Non
     options: dict[str, Any] = {"desc": desc, "total": total, "unit": unit}
     if _interactive(stream):
         return tqdm(iterable, file=stream, dynamic_ncols=True, **options)
-    # maxinterval: tqdm's monitor thread would otherwise force a line every 10 s
-    return tqdm(iterable, file=_Lines(stream), mininterval=LOG_INTERVAL_S,
+    # maxinterval: tqdm's monitor thread would otherwise force lines at its own pace
+    return tqdm(iterable, file=_Lines(stream), delay=LOG_INTERVAL_S, mininterval=LOG_INTERVAL_S,
                 maxinterval=LOG_INTERVAL_S, bar_format=LOG_FORMAT, **options)
 
 

@@ -142,9 +142,9 @@ def summary(params: Params) -> str:
         lines.append(f"MLflow run: none recorded ({paths.run_id} is missing)")
     lines += [
         "Look further:",
-        "  make ui                the MLflow UI (runs, metrics, registered versions) on 127.0.0.1",
-        "  make plots             dvc_plots/index.html: training curves and every picture",
-        "  .venv/bin/dvc metrics diff   every metric against git HEAD",
+        "  make ui                     the MLflow UI (runs, metrics, versions) on 127.0.0.1",
+        "  make plots                  dvc_plots/index.html: training curves and every picture",
+        "  .venv/bin/dvc metrics diff  every metric against git HEAD",
     ]
     return "\n".join(lines)
 
