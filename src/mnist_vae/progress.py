@@ -9,6 +9,7 @@ plain line every `LOG_INTERVAL_S` seconds and a last one; shorter steps print no
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterable
 from typing import IO, Any, TypeVar
@@ -43,12 +44,22 @@ def _interactive(stream: IO[str]) -> bool:
     return hasattr(stream, "isatty") and stream.isatty()
 
 
+def _width(stream: IO[str]) -> int:
+    """The terminal's columns; 0 when unknown (a pseudo-terminal nobody sized, as in CI)."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return 0
+
+
 def progress(iterable: Iterable[T] | None = None, *, desc: str, total: int | None = None,
              unit: str = "it", stream: IO[str] | None = None) -> tqdm:
     """A tqdm bar over `iterable` (or updated by hand up to `total`): on `stream` (stderr)."""
     stream = stream or sys.stderr
     options: dict[str, Any] = {"desc": desc, "total": total, "unit": unit}
     if _interactive(stream):
+        if _width(stream) == 0:  # tqdm would draw nothing at all
+            return tqdm(iterable, file=stream, ncols=80, nrows=24, **options)
         return tqdm(iterable, file=stream, dynamic_ncols=True, **options)
     # maxinterval: tqdm's monitor thread would otherwise force lines at its own pace
     return tqdm(iterable, file=_Lines(stream), delay=LOG_INTERVAL_S, mininterval=LOG_INTERVAL_S,
