@@ -2,10 +2,11 @@
 
 import json
 import sys
+import time
 
 import pytest
 
-from helpers import clone_repo, git, pipeline_env, run
+from helpers import clone_repo, git, pipeline_env, run, unused_port
 from mnist_vae import summary
 from mnist_vae.config import Params
 
@@ -53,6 +54,15 @@ def test_outside_a_build_it_says_what_is_missing(tmp_path, monkeypatch):
     assert "Pictures: none in plots/" in text
     assert "MLflow run: abc (r, experiment mnist-vae)" in text
     assert f"Registered: no MLflow store ({tmp_path.resolve() / 'mlflow.db'} is missing)" in text
+
+
+def test_an_unreachable_tracking_server_costs_one_line_not_the_summary(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{unused_port()}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # what the summary sets
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    start = time.monotonic()
+    line = summary.registered_versions("abc", Params())
+    assert line.startswith("cannot read the registry (") and time.monotonic() - start < 30
 
 
 @pytest.mark.slow

@@ -2,7 +2,8 @@
 
 The headline metrics against the previous build's (the `metrics/eval.json` committed at git
 HEAD), the pictures, the MLflow run and the registered version, and where to look next. It
-only reads: no stage depends on it, and it runs from the repository root (`make repro`).
+only reads, and no stage depends on it (nor on anything it alone uses: its one MLflow query is
+here rather than in tracking.py, which the stages depend on). Run from the repository root.
 """
 
 from __future__ import annotations
@@ -97,6 +98,17 @@ def metric_lines(metrics: dict, previous: dict | None) -> list[str]:
     return lines
 
 
+def versions_of_run(run_id: str, name: str, uri: str) -> list:
+    """The versions of model `name` registered from run `run_id` (newest first), with aliases."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    found = client.search_model_versions(f"name = '{name}' and tags.run_id = '{run_id}'")
+    # search results may leave out aliases: read each version back
+    versions = [client.get_model_version(name, v.version) for v in found]
+    return sorted(versions, key=lambda v: int(v.version), reverse=True)
+
+
 def registered_versions(run_id: str, params: Params) -> str:
     """`name version N (aliases)` for the run's registered model, or why there is none."""
     root = tracking.repo_root()
@@ -107,7 +119,7 @@ def registered_versions(run_id: str, params: Params) -> str:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     name = params.tracking.registered_model
     try:
-        versions = tracking.registered_versions(run_id, name, tracking.tracking_uri(root))
+        versions = versions_of_run(run_id, name, tracking.tracking_uri(root))
     except Exception as err:  # noqa: BLE001 - any store failure only loses this line
         first_line = (str(err).splitlines() or [""])[0]
         return f"cannot read the registry ({type(err).__name__}: {first_line})"

@@ -446,16 +446,6 @@ def read_run_pointer(path: Path) -> dict[str, str]:
     return data if isinstance(data, dict) else {}
 
 
-def registered_versions(run_id: str, name: str, uri: str) -> list:
-    """The versions of model `name` registered from run `run_id` (newest first), with aliases."""
-    use_store(uri)
-    client = mlflow.MlflowClient()
-    found = client.search_model_versions(f"name = '{name}' and tags.run_id = '{run_id}'")
-    # search results may leave out aliases: read each version back
-    versions = [client.get_model_version(name, v.version) for v in found]
-    return sorted(versions, key=lambda v: int(v.version), reverse=True)
-
-
 # --- what each stage logs after it succeeded ------------------------------------------------
 
 def numeric_items(data: Any, prefix: str = "", sep: str = "/") -> dict[str, float]:
