@@ -121,8 +121,9 @@ def registered_versions(run_id: str, params: Params) -> str:
     try:
         versions = versions_of_run(run_id, name, tracking.tracking_uri(root))
     except Exception as err:  # noqa: BLE001 - any store failure only loses this line
-        first_line = (str(err).splitlines() or [""])[0]
-        return f"cannot read the registry ({type(err).__name__}: {first_line})"
+        why = (str(err).splitlines() or [""])[0]
+        why = why if len(why) <= 120 else why[:119] + "…"
+        return f"cannot read the registry ({type(err).__name__}: {why})"
     if not versions:
         return f"not registered in {name}"
     return "; ".join(f"{name} version {v.version}"
