@@ -26,8 +26,9 @@ $(STAMP): requirements.lock pyproject.toml scripts/venv_path.pth
 
 setup: $(STAMP)  ## Create .venv and install the locked dependencies
 
-repro: $(STAMP)  ## Run the whole pipeline (dvc repro)
+repro: $(STAMP)  ## Run the whole pipeline (dvc repro), then summarise what it built
 	$(BIN)/dvc repro
+	@$(BIN)/python -m mnist_vae.summary
 
 exp: $(STAMP)  ## Run a DVC experiment with a config overlay: make exp CONFIG=configs/seed-article.yaml
 	@test -n "$(CONFIG)" || { echo "usage: make exp CONFIG=configs/<name>.yaml"; exit 2; }
@@ -50,7 +51,7 @@ ui: $(STAMP)  ## Serve the MLflow UI on http://127.0.0.1:$(PORT) over the local 
 		--backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
 		--default-artifact-root $(CURDIR)/mlartifacts --host 127.0.0.1 --port $(PORT)
 
-plots: $(STAMP)  ## Render every DVC plot to dvc_plots/index.html
+plots: $(STAMP)  ## Render every DVC plot to dvc_plots/index.html (draws offline: plots_template/)
 	$(BIN)/dvc plots show
 
 retrain: $(STAMP)  ## Pull, reproduce, push on main, and report what changed (as CI does)

@@ -49,16 +49,6 @@ NUM_CLASSES = 10
 MNIST_COUNTS: Mapping[str, int] = {"train": 60_000, "test": 10_000}
 _CHUNK = 1 << 16
 
-_HINT_MIRRORS = (
-    f"Check the network, or set {SOURCE_ENV} to a directory or http(s) URL holding the four "
-    f".gz files and a {MANIFEST} manifest, e.g. {SOURCE_ENV}=../shared/datasets/mnist"
-)
-_HINT_CUSTOM = (
-    f"{SOURCE_ENV} is set, so it replaces the public mirrors: check that it holds the four "
-    f".gz files and a {MANIFEST} manifest that matches them, or unset it to use the mirrors."
-)
-
-
 class MnistFile(NamedTuple):
     """One of the four files: its array name in `paths.data`, file name, IDX rank, SHA-256s."""
 
@@ -91,6 +81,21 @@ CANONICAL_SHA256: Mapping[str, str] = {f.name: f.sha256 for f in MNIST_FILES}
 CANONICAL_IDX_SHA256: Mapping[str, str] = {f.name: f.idx_sha256 for f in MNIST_FILES}
 VERIFIED = "MNIST"
 UNVERIFIED = "MNIST-format, unverified"
+
+
+_FILE_NAMES = ", ".join(f.name for f in MNIST_FILES)
+_HINT_MIRRORS = (
+    f"Check the network. Without internet access, set {SOURCE_ENV} to a directory or "
+    f"http(s) URL holding the four files ({_FILE_NAMES}) and a {MANIFEST} manifest "
+    f"(`sha256sum *.gz > {MANIFEST}` writes one), e.g. "
+    f"`{SOURCE_ENV}=/path/to/mnist make repro` or "
+    f"`{SOURCE_ENV}=https://files.example.org/mnist/ make repro`."
+)
+_HINT_CUSTOM = (
+    f"{SOURCE_ENV} is set, so it replaces the public mirrors: check that it holds the four "
+    f"files ({_FILE_NAMES}) and a {MANIFEST} manifest that matches them "
+    f"(`sha256sum *.gz > {MANIFEST}`), or unset it to use the mirrors."
+)
 
 
 class DownloadError(RuntimeError):
