@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import copy_repo, git, pipeline_env, run, run_dvc
+from helpers import copy_repo, git, pipeline_env, run, run_dvc, set_params
 from scripts.committed_outputs import committed_outputs
 
 REFRESH = ("refresh it on main: `make retrain COMMIT=1` (runs dvc repro, then commits dvc.lock "
@@ -25,7 +25,13 @@ def _committed(repo: Path, rel: str) -> bool:
 
 
 def _ignored(repo: Path, rel: str) -> bool:
-    return subprocess.run(["git", "check-ignore", "-q", "--no-index", rel], cwd=repo).returncode == 0
+    done = subprocess.run(["git", "check-ignore", "-q", "--no-index", rel], cwd=repo)
+    return done.returncode == 0
+
+
+# How `dvc status` names an output that is absent (not pulled, never built), and a dependency
+# that another stage writes and is absent: states of a fresh clone, not of a stale lock.
+NOT_PULLED = ("not in cache", "deleted")
 
 
 def lock_mismatches(status: dict) -> list[str]:
@@ -38,7 +44,7 @@ def lock_mismatches(status: dict) -> list[str]:
                 continue
             for kind, entries in change.items():
                 for path, state in entries.items():
-                    if state == "deleted":  # not pulled: an output, or a dep another stage writes
+                    if state in NOT_PULLED:
                         continue
                     problems.append(f"{stage}: {kind} {path}: {state}")
     return problems
@@ -48,7 +54,7 @@ def test_lock_mismatches_ignores_what_is_not_pulled_and_names_the_rest():
     status = {
         "train": [{"changed deps": {"data/mnist.npz": "deleted",
                                     "params.yaml": {"train.epochs": "modified"}}},
-                  {"changed outs": {"models/vae.keras": "deleted"}}],
+                  {"changed outs": {"models/vae.keras": "not in cache"}}],
         "evaluate": [{"changed deps": {"src/mnist_vae/evaluation.py": "modified"}},
                      "changed command"],
         "download": [{"changed outs": {"data/mnist.npz": "deleted"}}],
@@ -60,18 +66,38 @@ def test_lock_mismatches_ignores_what_is_not_pulled_and_names_the_rest():
     ]
 
 
+def lock_problems(source: Path, workdir: Path) -> list[str]:
+    """How `source`'s committed dvc.lock disagrees with its params and dependencies.
+
+    Checked in a copy holding `source`'s sources (edits included) with HEAD's dvc.lock and
+    metrics and nothing pulled: exactly what a fresh clone of that branch would show."""
+    repo = copy_repo(workdir, source)
+    status = run_dvc(repo, "status", "--json", env=pipeline_env(repo)).stdout
+    return lock_mismatches(json.loads(status or "{}"))
+
+
 def test_committed_dvc_lock_matches_params_and_dependencies(repo_root, tmp_path):
     if not _committed(repo_root, "dvc.lock"):
         pytest.skip(f"no dvc.lock committed yet: {REFRESH}")
-    # a copy holds this checkout's sources (edits included) with HEAD's dvc.lock and metrics,
-    # and nothing pulled: exactly what a fresh clone of this branch would show
-    repo = copy_repo(tmp_path / "repo", repo_root)
-    env = pipeline_env(repo)
-    status = json.loads(run_dvc(repo, "status", "--json", env=env).stdout or "{}")
-    problems = lock_mismatches(status)
+    problems = lock_problems(repo_root, tmp_path / "repo")
     assert not problems, (
         "dvc.lock no longer matches params.yaml or the stages' dependencies:\n  "
         + "\n  ".join(problems) + f"\n{REFRESH}")
+
+
+@pytest.mark.slow
+def test_the_lock_check_passes_on_a_built_main_and_names_a_changed_param_or_module(
+        built_repo, tmp_path):
+    assert lock_problems(built_repo, tmp_path / "same") == []
+    edited = copy_repo(tmp_path / "edited", built_repo)
+    set_params(edited, {"train": {"learning_rate": 0.001}})
+    module = edited / "src/mnist_vae/classifier.py"
+    module.write_text(module.read_text() + "\n# a comment is a change to the code\n")
+    git(edited, "commit", "-q", "-am", "edited after the build")
+    problems = lock_problems(edited, tmp_path / "check")
+    assert "train: changed deps params.yaml: {'train': 'modified'}" in problems, problems
+    assert "train_classifier: changed deps src/mnist_vae/classifier.py: modified" in problems
+    assert not [p for p in problems if "not in cache" in p or "deleted" in p], problems
 
 
 def test_metrics_git_carries_are_the_cache_false_outputs_and_not_ignored(repo_root):
