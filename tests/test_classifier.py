@@ -1,5 +1,7 @@
 """The digit classifier: it learns a tiny synthetic task, exposes its features, saves safely."""
 
+import time
+
 import keras
 import numpy as np
 import pytest
@@ -57,6 +59,19 @@ def test_saved_classifier_loads_with_the_same_predictions(tmp_path):
     x, _ = _synthetic_digits(10, seed=3)
     np.testing.assert_allclose(predict(load_classifier(path), x).probs, predict(model, x).probs,
                                rtol=1e-6)
+
+
+def test_saving_the_same_classifier_twice_gives_the_same_bytes(tmp_path):
+    """Keras stamps the save time into the zip; dvc.lock must hash the model, not the moment."""
+    model = build_classifier(TINY)
+    first, second = tmp_path / "a.keras", tmp_path / "b.keras"
+    save_classifier(model, first)
+    time.sleep(2.1)  # past the zip format's 2-second and Keras's 1-second time resolution
+    save_classifier(model, second)
+    assert first.read_bytes() == second.read_bytes()
+    x, _ = _synthetic_digits(5, seed=4)
+    np.testing.assert_allclose(predict(load_classifier(second), x).probs,
+                               predict(model, x).probs, rtol=1e-6)
 
 
 def test_loading_refuses_missing_files_and_models_without_features(tmp_path):

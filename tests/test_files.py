@@ -1,10 +1,17 @@
-"""Atomic outputs: the target appears whole or not at all."""
+"""Atomic outputs: the target appears whole or not at all; saved models carry no save time."""
 
 import json
+import zipfile
 
 import pytest
 
-from mnist_vae.files import atomic_path, atomic_paths, write_json
+from mnist_vae.files import (
+    FIXED_ZIP_TIME,
+    atomic_path,
+    atomic_paths,
+    without_save_times,
+    write_json,
+)
 
 
 def test_write_json_creates_parents_and_leaves_no_temp_file(tmp_path):
@@ -37,3 +44,25 @@ def test_several_outputs_appear_together_or_not_at_all(tmp_path):
         prov_tmp.write_text("{}")
     assert data.read_text() == "arrays" and provenance.read_text() == "{}"
     assert sorted(p.name for p in data.parent.iterdir()) == ["mnist.npz", "provenance.json"]
+
+
+def _keras_like_zip(path, saved: str, when: tuple) -> None:
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(zipfile.ZipInfo("metadata.json", date_time=when),
+                   json.dumps({"keras_version": "3.15.1", "date_saved": saved}))
+        z.writestr(zipfile.ZipInfo("model.weights.h5", date_time=when), b"weights")
+
+
+def test_without_save_times_makes_two_saves_of_one_model_identical(tmp_path):
+    first, second = tmp_path / "a.keras", tmp_path / "b.keras"
+    _keras_like_zip(first, "2026-12-01@04:19:40", (2026, 12, 1, 4, 19, 40))
+    _keras_like_zip(second, "2026-12-01@05:00:02", (2026, 12, 1, 5, 0, 2))
+    assert first.read_bytes() != second.read_bytes()
+    for path in (first, second):
+        without_save_times(path)
+    assert first.read_bytes() == second.read_bytes()
+    with zipfile.ZipFile(first) as z:
+        assert {i.date_time for i in z.infolist()} == {FIXED_ZIP_TIME}
+        assert z.read("model.weights.h5") == b"weights"
+        metadata = json.loads(z.read("metadata.json"))
+    assert metadata == {"keras_version": "3.15.1", "date_saved": "1980-01-01@00:00:00"}

@@ -1,12 +1,14 @@
-"""Outputs written atomically: a temp file beside the target, then a rename.
+"""Outputs written atomically (a temp file beside the target, then a rename) and reproducibly.
 
-A killed stage leaves either the old file or the new one, never half of one.
+A killed stage leaves either the old file or the new one, never half of one; saving the same
+model twice gives the same bytes, so its hash in dvc.lock names the model, not the moment.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import zipfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -38,3 +40,30 @@ def write_json(path: str | Path, obj: Any) -> None:
     """Write obj as indented JSON, atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2) + "\n")
+
+
+# Zip's own epoch: what reproducible builds stamp on archive entries instead of "now".
+FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+KERAS_METADATA = "metadata.json"  # {"keras_version": ..., "date_saved": ...} in a .keras zip
+
+
+def without_save_times(path: str | Path) -> None:
+    """Rewrite a saved `.keras` zip with fixed entry times and a fixed `date_saved`.
+
+    Keras stamps the save time in `metadata.json` and on the weights' zip entry, so two saves
+    of one model differ; after this they are byte-identical. The key stays (Keras's file
+    editor reads it), with the zip epoch as its value.
+    """
+    path = Path(path)
+    with zipfile.ZipFile(path) as src:
+        entries = [(info, src.read(info)) for info in src.infolist()]
+    with zipfile.ZipFile(path, "w") as dst:
+        for info, data in entries:
+            if info.filename == KERAS_METADATA:
+                metadata = json.loads(data)
+                if "date_saved" in metadata:
+                    metadata["date_saved"] = "1980-01-01@00:00:00"
+                data = json.dumps(metadata).encode()
+            fixed = zipfile.ZipInfo(info.filename, date_time=FIXED_ZIP_TIME)
+            fixed.compress_type, fixed.external_attr = info.compress_type, info.external_attr
+            dst.writestr(fixed, data)
