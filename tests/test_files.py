@@ -9,7 +9,7 @@ from mnist_vae.files import (
     FIXED_ZIP_TIME,
     atomic_path,
     atomic_paths,
-    without_save_times,
+    canonical_keras_file,
     write_json,
 )
 
@@ -46,23 +46,30 @@ def test_several_outputs_appear_together_or_not_at_all(tmp_path):
     assert sorted(p.name for p in data.parent.iterdir()) == ["mnist.npz", "provenance.json"]
 
 
-def _keras_like_zip(path, saved: str, when: tuple) -> None:
+def _keras_like_zip(path, saved: str, when: tuple, address: int) -> None:
+    shared = {"class_name": "DTypePolicy", "shared_object_id": address}
+    config = {"layers": [{"dtype": shared}, {"dtype": shared},
+                         {"dtype": {"class_name": "DTypePolicy", "shared_object_id": 7}}]}
     with zipfile.ZipFile(path, "w") as z:
         z.writestr(zipfile.ZipInfo("metadata.json", date_time=when),
                    json.dumps({"keras_version": "3.15.1", "date_saved": saved}))
+        z.writestr(zipfile.ZipInfo("config.json", date_time=when), json.dumps(config))
         z.writestr(zipfile.ZipInfo("model.weights.h5", date_time=when), b"weights")
 
 
-def test_without_save_times_makes_two_saves_of_one_model_identical(tmp_path):
+def test_canonical_keras_file_makes_two_saves_of_one_model_identical(tmp_path):
     first, second = tmp_path / "a.keras", tmp_path / "b.keras"
-    _keras_like_zip(first, "2026-12-01@04:19:40", (2026, 12, 1, 4, 19, 40))
-    _keras_like_zip(second, "2026-12-01@05:00:02", (2026, 12, 1, 5, 0, 2))
+    _keras_like_zip(first, "2026-12-01@04:19:40", (2026, 12, 1, 4, 19, 40), 140545963351120)
+    _keras_like_zip(second, "2026-12-01@05:00:02", (2026, 12, 1, 5, 0, 2), 139833823706384)
     assert first.read_bytes() != second.read_bytes()
     for path in (first, second):
-        without_save_times(path)
+        canonical_keras_file(path)
     assert first.read_bytes() == second.read_bytes()
     with zipfile.ZipFile(first) as z:
         assert {i.date_time for i in z.infolist()} == {FIXED_ZIP_TIME}
         assert z.read("model.weights.h5") == b"weights"
         metadata = json.loads(z.read("metadata.json"))
+        layers = json.loads(z.read("config.json"))["layers"]
     assert metadata == {"keras_version": "3.15.1", "date_saved": "1980-01-01@00:00:00"}
+    # still shared where it was shared, distinct where it was distinct
+    assert [layer["dtype"]["shared_object_id"] for layer in layers] == [1, 1, 2]

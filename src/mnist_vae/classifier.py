@@ -14,7 +14,7 @@ import keras
 import numpy as np
 
 from mnist_vae.config import ClassifierConfig
-from mnist_vae.files import atomic_path, without_save_times
+from mnist_vae.files import atomic_path, canonical_keras_file
 
 FEATURES_LAYER = "features"
 NUM_CLASSES = 10
@@ -97,7 +97,7 @@ def save_classifier(model: keras.Model, path: str | Path) -> None:
     reproducibly (the same weights give the same bytes)."""
     with atomic_path(path) as tmp:
         model.save(tmp)
-        without_save_times(tmp)
+        canonical_keras_file(tmp)
 
 
 def load_classifier(path: str | Path) -> keras.Model:

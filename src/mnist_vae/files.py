@@ -45,14 +45,16 @@ def write_json(path: str | Path, obj: Any) -> None:
 # Zip's own epoch: what reproducible builds stamp on archive entries instead of "now".
 FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 KERAS_METADATA = "metadata.json"  # {"keras_version": ..., "date_saved": ...} in a .keras zip
+KERAS_CONFIG = "config.json"      # the architecture; shared objects carry Python's id()
 
 
-def without_save_times(path: str | Path) -> None:
-    """Rewrite a saved `.keras` zip with fixed entry times and a fixed `date_saved`.
+def canonical_keras_file(path: str | Path) -> None:
+    """Rewrite a saved `.keras` zip so that the same model always gives the same bytes.
 
-    Keras stamps the save time in `metadata.json` and on the weights' zip entry, so two saves
-    of one model differ; after this they are byte-identical. The key stays (Keras's file
-    editor reads it), with the zip epoch as its value.
+    Keras stamps the save time (`date_saved` in `metadata.json`, the weights' zip entry time)
+    and numbers shared objects by their memory address (`shared_object_id` in `config.json`).
+    Here the times become the zip epoch (the key stays: Keras's file editor reads it) and the
+    ids are renumbered by first appearance, which keeps which objects are shared.
     """
     path = Path(path)
     with zipfile.ZipFile(path) as src:
@@ -64,6 +66,18 @@ def without_save_times(path: str | Path) -> None:
                 if "date_saved" in metadata:
                     metadata["date_saved"] = "1980-01-01@00:00:00"
                 data = json.dumps(metadata).encode()
+            elif info.filename == KERAS_CONFIG:
+                data = json.dumps(_renumber_shared_objects(json.loads(data), {})).encode()
             fixed = zipfile.ZipInfo(info.filename, date_time=FIXED_ZIP_TIME)
             fixed.compress_type, fixed.external_attr = info.compress_type, info.external_attr
             dst.writestr(fixed, data)
+
+
+def _renumber_shared_objects(node: Any, ids: dict[int, int]) -> Any:
+    """The config with every `shared_object_id` replaced by 1, 2, ... in order of appearance."""
+    if isinstance(node, dict):
+        return {key: (ids.setdefault(value, len(ids) + 1) if key == "shared_object_id"
+                      else _renumber_shared_objects(value, ids)) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_renumber_shared_objects(item, ids) for item in node]
+    return node

@@ -28,7 +28,7 @@ from mnist_vae import losses as losses_module
 from mnist_vae import model as model_module
 from mnist_vae.config import DataConfig, ModelConfig, Params, PriorConfig, TrainConfig
 from mnist_vae.data import Splits
-from mnist_vae.files import atomic_path, without_save_times
+from mnist_vae.files import atomic_path, canonical_keras_file
 from mnist_vae.model import VAE, build_vae, count_params
 from mnist_vae.prior import GaussianMixture, fit_mixture, require_enough_codes
 
@@ -442,7 +442,7 @@ def save_model(model: VAE, path: str | Path) -> None:
     reproducibly (the same weights give the same bytes)."""
     with atomic_path(path) as tmp:
         model.save(tmp)
-        without_save_times(tmp)
+        canonical_keras_file(tmp)
 
 
 def write_progress(path: str | Path, images: np.ndarray) -> None:
