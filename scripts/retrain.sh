@@ -54,15 +54,18 @@ if [ "$COMMIT" = 1 ]; then
     log "not committing: this lock comes from the overlay $RETRAIN_CONFIG, not params.yaml"
     exit 0
   fi
-  mapfile -t files < <(python scripts/committed_outputs.py)
-  # dvc.lock and the metrics, plus any .gitignore entry DVC added for a new output
-  git add -- "${files[@]}" $(git ls-files --modified --others --exclude-standard -- '*.gitignore')
-  if git diff --cached --quiet; then
+  # dvc.lock and the metrics, plus any .gitignore entry DVC added for a new output; only
+  # these, whatever else is staged
+  mapfile -t paths < <(python scripts/committed_outputs.py
+                       git ls-files --modified --others --exclude-standard -- '*.gitignore')
+  git add -- "${paths[@]}"
+  if git diff --cached --quiet -- "${paths[@]}"; then
     log "dvc.lock and metrics already match this build: nothing to commit"
   else
-    changed=$(python "$(dirname "$0")/retrain_report.py" --base "$BASE" --summary-line)
+    changed=$(python scripts/retrain_report.py --base "$BASE" --summary-line)
     git commit -q -m "retrain: dvc.lock and metrics for $(git rev-parse --short HEAD)" \
-      -m "$changed" -m "Written by scripts/retrain.sh (make retrain COMMIT=1) after dvc repro."
+      -m "$changed" -m "Written by scripts/retrain.sh (make retrain COMMIT=1) after dvc repro." \
+      -- "${paths[@]}"
     log "committed $(git rev-parse --short HEAD): $(git diff-tree --no-commit-id --name-only -r HEAD | paste -sd' ')"
   fi
 fi

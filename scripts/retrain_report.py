@@ -86,7 +86,7 @@ def params_summary(diff: Mapping, base: str) -> str:
     """One line for a commit message: each changed param as `key old -> new`."""
     rows = flatten(diff)
     if not rows:
-        return f"Params as at {base}."
+        return f"No param changed against {base}."
     changes = ", ".join(f"{key} {fmt(c.get('old'))} -> {fmt(c.get('new'))}" for _, key, c in rows)
     return f"Params changed against {base}: {changes}."
 

@@ -77,6 +77,7 @@ def test_params_section_and_summary_name_old_and_new_values():
     assert rr.params_summary(diff, "main") == (
         "Params changed against main: train.learning_rate 0.0020 -> 0.0015.")
     assert rr.params_section({}, "main") == "No param differs from `main`.\n"
+    assert rr.params_summary({}, "main") == "No param changed against main."
 
 
 def test_stages_from_log_reads_run_skipped_and_restored_stages():
