@@ -54,7 +54,8 @@ ui: $(STAMP)  ## Serve the MLflow UI on http://127.0.0.1:$(PORT) over the local 
 plots: $(STAMP)  ## Render every DVC plot to dvc_plots/index.html (draws offline: plots_template/)
 	$(BIN)/dvc plots show
 
-retrain: $(STAMP)  ## Pull, reproduce, push on main, and report what changed (as CI does)
+# COMMIT=1 commits dvc.lock and the metrics: on main, the command that refreshes what git carries
+retrain: $(STAMP)  ## Pull, reproduce, push on main, report against main; COMMIT=1 commits the lock
 	PATH="$(CURDIR)/$(BIN):$$PATH" DVC=$(BIN)/dvc scripts/retrain.sh
 
 $(VENV)/.bench-installed: $(STAMP) pyproject.toml

@@ -1,14 +1,22 @@
-"""Atomic outputs: the target appears whole or not at all."""
+"""Atomic outputs: the target appears whole or not at all; saved models carry no save time."""
 
 import errno
 import json
 import os
 import subprocess
 import sys
+import zipfile
 
 import pytest
 
-from mnist_vae.files import DiskFullError, atomic_path, atomic_paths, write_json
+from mnist_vae.files import (
+    FIXED_ZIP_TIME,
+    DiskFullError,
+    atomic_path,
+    atomic_paths,
+    canonical_keras_file,
+    write_json,
+)
 
 
 def test_write_json_creates_parents_and_leaves_no_temp_file(tmp_path):
@@ -95,3 +103,32 @@ def test_the_download_stage_reports_a_full_disk_in_one_line(small_disk, tmp_path
         or f"download failed: {small_disk}/mnist.npz: the disk is full" in result.stderr
     assert "Traceback" not in result.stderr
     assert list(small_disk.iterdir()) == []
+
+
+def _keras_like_zip(path, saved: str, when: tuple, address: int) -> None:
+    shared = {"class_name": "DTypePolicy", "shared_object_id": address}
+    config = {"layers": [{"dtype": shared}, {"dtype": shared},
+                         {"dtype": {"class_name": "DTypePolicy", "shared_object_id": 7}}]}
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(zipfile.ZipInfo("metadata.json", date_time=when),
+                   json.dumps({"keras_version": "3.15.1", "date_saved": saved}))
+        z.writestr(zipfile.ZipInfo("config.json", date_time=when), json.dumps(config))
+        z.writestr(zipfile.ZipInfo("model.weights.h5", date_time=when), b"weights")
+
+
+def test_canonical_keras_file_makes_two_saves_of_one_model_identical(tmp_path):
+    first, second = tmp_path / "a.keras", tmp_path / "b.keras"
+    _keras_like_zip(first, "2026-12-01@04:19:40", (2026, 12, 1, 4, 19, 40), 140545963351120)
+    _keras_like_zip(second, "2026-12-01@05:00:02", (2026, 12, 1, 5, 0, 2), 139833823706384)
+    assert first.read_bytes() != second.read_bytes()
+    for path in (first, second):
+        canonical_keras_file(path)
+    assert first.read_bytes() == second.read_bytes()
+    with zipfile.ZipFile(first) as z:
+        assert {i.date_time for i in z.infolist()} == {FIXED_ZIP_TIME}
+        assert z.read("model.weights.h5") == b"weights"
+        metadata = json.loads(z.read("metadata.json"))
+        layers = json.loads(z.read("config.json"))["layers"]
+    assert metadata == {"keras_version": "3.15.1", "date_saved": "1980-01-01@00:00:00"}
+    # still shared where it was shared, distinct where it was distinct
+    assert [layer["dtype"]["shared_object_id"] for layer in layers] == [1, 1, 2]

@@ -79,8 +79,10 @@ def test_sample_is_deterministic_per_seed(vae):
 
 
 def test_save_then_load_in_a_fresh_process_gives_identical_outputs(vae, tmp_path):
+    from mnist_vae.training import save_model  # the train stage's way: no save time inside
+
     path = tmp_path / "vae.keras"
-    vae.save(path)
+    save_model(vae, path)
     x = _images(4, seed=3)
     np.save(tmp_path / "x.npy", x)
     expected = {"mean": np.asarray(vae.encode(x)[0]), "recon": np.asarray(vae.reconstruct(x)),

@@ -20,7 +20,7 @@ import tensorflow as tf
 from mnist_vae.checkpoints import CHECKPOINT_FILE, TrainState, load_checkpoint, save_checkpoint
 from mnist_vae.config import DataConfig, ModelConfig, TrainConfig
 from mnist_vae.data import Splits
-from mnist_vae.files import atomic_path
+from mnist_vae.files import atomic_path, canonical_keras_file
 from mnist_vae.inputs import (
     prior_fit_images,
     steps_per_epoch,
@@ -212,9 +212,11 @@ def train(splits: Splits, data_cfg: DataConfig, model_cfg: ModelConfig, cfg: Tra
 
 
 def save_model(model: VAE, path: str | Path) -> None:
-    """Save the model as `.keras`, atomically: a killed run leaves no half-written model."""
+    """Save the model as `.keras`, atomically (a killed run leaves no half-written model) and
+    reproducibly (the same weights give the same bytes)."""
     with atomic_path(path) as tmp:
         model.save(tmp)
+        canonical_keras_file(tmp)
 
 
 def write_progress(path: str | Path, images: np.ndarray) -> None:
