@@ -2,14 +2,15 @@
 
 Resumes from `paths.checkpoints/<key>/` when an earlier run with the same settings was killed.
 Opens the pipeline's MLflow run (its id goes to `paths.run_id`); an unreachable tracking server
-fails the stage in seconds, before TensorFlow is even imported.
+fails the stage in seconds, before TensorFlow is even imported. Under `train.distribute:
+multi_worker` every worker runs this; only the chief logs and writes outputs (distribute.py).
 """
 
 import sys
 import time
 from pathlib import Path
 
-from mnist_vae import tracking
+from mnist_vae import distribute, tracking
 from mnist_vae.config import load_params
 from mnist_vae.files import write_json
 
@@ -18,6 +19,12 @@ def main() -> int:
     started = time.perf_counter()
     params = load_params()
     paths = params.paths
+    try:  # tf.distribute hook: a non-chief worker trains alongside the chief and writes nothing
+        if not distribute.is_chief(params.train.distribute):
+            return train_as_worker(params)
+    except distribute.DistributeError as err:
+        print(f"train: {err}", file=sys.stderr)
+        return 1
     with tracking.stage_run(params, "train") as run:  # marked FAILED if the block raises
         from mnist_vae import training  # TensorFlow: only once the tracking store answered
         from mnist_vae.data import load_splits
@@ -44,6 +51,19 @@ def main() -> int:
     print(f"train: best epoch {facts['best_epoch']} of {facts['epochs_run']}, "
           f"val loss {facts['best_val_loss']:.2f} nats, {facts['images_per_s']:.0f} images/s, "
           f"{fitted}, {facts['stage_wall_time_s']:.0f} s; MLflow run {run.run_id}")
+    return 0
+
+
+def train_as_worker(params) -> int:
+    """Take part in every step and collective; checkpoints go to a temporary directory."""
+    from mnist_vae import training
+    from mnist_vae.data import load_splits
+
+    key = training.checkpoint_key(params, params.paths.data)
+    result = training.train(load_splits(params.paths.data, params.data), params.data,
+                            params.model, params.train, Path(params.paths.checkpoints) / key,
+                            verbose=2)
+    print(f"train (worker): done, {result.facts['epochs_run']} epochs; the chief wrote outputs")
     return 0
 
 
