@@ -40,6 +40,9 @@ def main() -> int:
         except training.TrainingDiverged as err:
             print(f"train: {err}", file=sys.stderr)
             raise SystemExit(1) from None
+        except distribute.lost_worker_errors() as err:  # tf.distribute hook
+            print(f"train: {distribute.describe_lost_worker(err)}", file=sys.stderr)
+            raise SystemExit(1) from None
         result.facts["stage_wall_time_s"] = round(time.perf_counter() - started, 2)
         training.save_model(result.model, paths.model)
         training.write_progress(paths.progress, result.progress)

@@ -182,6 +182,20 @@ def distribute_batches(dataset, placement: Placement):
     return dataset.with_options(options)
 
 
+def lost_worker_errors() -> tuple[type[BaseException], ...]:
+    """What a step raises when a peer died: its heartbeats stopped, or a collective timed out."""
+    import tensorflow as tf
+
+    return (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError)
+
+
+def describe_lost_worker(err: BaseException) -> str:
+    """One line for a lost peer: what TensorFlow said and how to go on."""
+    message = " ".join(getattr(err, "message", str(err)).split())[:300]
+    return (f"a worker was lost mid-training ({type(err).__name__}: {message}); rerun every "
+            "worker to resume from the chief's last checkpoint")
+
+
 # --- inside a replica (model.train_step / test_step) ---------------------------------------
 
 def replica_share(objective):
