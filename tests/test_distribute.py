@@ -177,3 +177,41 @@ def test_a_killed_worker_fails_the_other_in_bounded_time_and_the_rerun_resumes(
     assert "Resuming from" in rerun.stdout and "1 epochs done" in rerun.stdout
     assert _train_facts(repo)["resumed_from_epoch"] == 1
     assert "1 epochs done" in (repo / ".multiworker" / "worker-1.log").read_text()
+
+
+MIRRORED_SCRIPT = """
+import dataclasses, json, sys, tempfile
+import numpy as np
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from mnist_vae import training
+from mnist_vae.config import Params
+from mnist_vae.data import Splits
+params = Params()
+rng = np.random.default_rng(0)
+x = (rng.random((320, 28, 28, 1)) < 0.2).astype("float32")
+y = np.zeros(320, "int64")
+splits = Splits(x[:256], y[:256], x[256:], y[256:], x[256:], y[256:])
+model = dataclasses.replace(params.model, prior=dataclasses.replace(params.model.prior,
+                                                                     kind="standard"))
+cfg = dataclasses.replace(params.train, epochs=1, distribute=sys.argv[1])
+with tempfile.TemporaryDirectory() as tmp:
+    result = training.train(splits, params.data, model, cfg, tmp, verbose=0)
+replicas = training.distribute.place(sys.argv[1], 1).replicas
+print(json.dumps({**result.history[-1], "replicas": replicas}))
+"""
+
+
+@pytest.mark.slow
+def test_mirrored_on_two_cpu_devices_logs_per_image_losses(repo_root, tmp_path):
+    """MirroredStrategy over two logical CPUs: metrics per image, close to one process."""
+    records = {}
+    for kind in ("none", "mirrored"):
+        out = run([sys.executable, "-c", MIRRORED_SCRIPT, kind], tmp_path,
+                  pipeline_env(repo_root), timeout=600).stdout
+        records[kind] = json.loads(out.strip().splitlines()[-1])
+    one, two = records["none"], records["mirrored"]
+    assert (one["replicas"], two["replicas"]) == (1, 2)
+    assert abs(two["val/loss"] - one["val/loss"]) < 0.1 * one["val/loss"], records
+    assert abs(two["train/loss"] - one["train/loss"]) < 0.1 * one["train/loss"], records

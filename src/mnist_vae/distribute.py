@@ -143,8 +143,9 @@ def place(kind: str, collective_timeout_s: float,
         return ONE_PROCESS
     import tensorflow as tf
 
-    if kind == "mirrored":
-        return Placement(kind, tf.distribute.MirroredStrategy())
+    if kind == "mirrored":  # every GPU, else every (logical) CPU device
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return Placement(kind, tf.distribute.MirroredStrategy([d.name for d in devices]))
     cluster = parse_tf_config(environ.get("TF_CONFIG"))
     options = tf.distribute.experimental.CommunicationOptions(
         implementation=tf.distribute.experimental.CommunicationImplementation.AUTO,
