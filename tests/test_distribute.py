@@ -165,6 +165,7 @@ def test_a_killed_worker_fails_the_other_in_bounded_time_and_the_rerun_resumes(
     finally:
         stop_workers(workers)
 
+    print(f"the surviving chief exited {status} {took:.1f} s after the kill")
     chief_log = (repo / ".multiworker" / "worker-0.log").read_text()
     assert status == 1 and took <= KILL_BOUND_S, (status, took, chief_log[-2000:])
     assert "a worker was lost mid-training" in chief_log
