@@ -216,3 +216,40 @@ def test_mirrored_on_two_cpu_devices_logs_per_image_losses(repo_root, tmp_path):
     assert (one["replicas"], two["replicas"]) == (1, 2)
     assert abs(two["val/loss"] - one["val/loss"]) < 0.1 * one["val/loss"], records
     assert abs(two["train/loss"] - one["train/loss"]) < 0.1 * one["train/loss"], records
+
+
+GRADIENT_SCRIPT = """
+import numpy as np
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+from mnist_vae import distribute
+strategy = distribute.place("mirrored", 1).strategy
+assert strategy.num_replicas_in_sync == 2
+x = np.arange(8, dtype="float32").reshape(8, 1)
+with strategy.scope():
+    w = keras.Variable(np.ones(1, "float32"))
+    optimizer = keras.optimizers.SGD(1.0)
+    optimizer.build([w])
+
+def step(batch):
+    with tf.GradientTape() as tape:
+        loss = distribute.replica_share(tf.reduce_mean(tf.square(batch * w)))
+    optimizer.apply(tape.gradient(loss, [w]), [w])
+
+batches = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensor_slices(x).batch(8))
+for batch in batches:
+    tf.function(lambda b: strategy.run(step, args=(b,)))(batch)
+print(float(w.numpy()[0]))
+"""
+
+
+@pytest.mark.slow
+def test_one_step_on_two_replicas_follows_the_global_batch_mean_gradient(repo_root, tmp_path):
+    """Keras sums replicas' gradients; replica_share makes the sum the global-batch mean's."""
+    out = run([sys.executable, "-c", GRADIENT_SCRIPT], tmp_path, pipeline_env(repo_root),
+              timeout=300).stdout
+    x = [float(i) for i in range(8)]
+    expected = 1.0 - 1.0 * sum(2 * v * v for v in x) / len(x)  # w - lr * d/dw mean((x w)^2)
+    assert float(out.strip().splitlines()[-1]) == pytest.approx(expected, rel=1e-6)
