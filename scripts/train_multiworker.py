@@ -88,6 +88,7 @@ def require_multi_worker(params_file: Path) -> None:
     from ruamel.yaml import YAML
 
     yaml = YAML()
+    yaml.indent(mapping=2, sequence=4, offset=2)  # params.yaml's own layout
     data = yaml.load(params_file.read_text())
     if data["train"].get("distribute") != "multi_worker":
         print(f"train_multiworker: {params_file}: train.distribute "

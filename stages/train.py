@@ -37,7 +37,7 @@ def main() -> int:
                                         checkpoint_dir, logger, callbacks=run.callbacks(),
                                         verbose=1 if sys.stdout.isatty() else 2)  # bar or line
                 logger.log_summary(result.facts, result.history)
-        except training.TrainingDiverged as err:
+        except (training.TrainingDiverged, distribute.DistributeError) as err:
             print(f"train: {err}", file=sys.stderr)
             raise SystemExit(1) from None
         except distribute.lost_worker_errors() as err:  # tf.distribute hook
@@ -63,9 +63,13 @@ def train_as_worker(params) -> int:
     from mnist_vae.data import load_splits
 
     key = training.checkpoint_key(params, params.paths.data)
-    result = training.train(load_splits(params.paths.data, params.data), params.data,
-                            params.model, params.train, Path(params.paths.checkpoints) / key,
-                            verbose=2)
+    try:
+        result = training.train(load_splits(params.paths.data, params.data), params.data,
+                                params.model, params.train,
+                                Path(params.paths.checkpoints) / key, verbose=2)
+    except distribute.lost_worker_errors() as err:
+        print(f"train (worker): {distribute.describe_lost_worker(err)}", file=sys.stderr)
+        return 1
     print(f"train (worker): done, {result.facts['epochs_run']} epochs; the chief wrote outputs")
     return 0
 
