@@ -7,9 +7,10 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 PORT    ?= 5000
 BUDGET  ?= 600
+WORKERS ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help setup repro exp test test-fast lint lock ui plots bench retrain clean
+.PHONY: help setup repro exp test test-fast lint lock ui plots bench retrain train-multiworker clean
 
 help:  ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -57,6 +58,9 @@ plots: $(STAMP)  ## Render every DVC plot to dvc_plots/index.html (draws offline
 # COMMIT=1 commits dvc.lock and the metrics: on main, the command that refreshes what git carries
 retrain: $(STAMP)  ## Pull, reproduce, push on main, report against main; COMMIT=1 commits the lock
 	PATH="$(CURDIR)/$(BIN):$$PATH" DVC=$(BIN)/dvc scripts/retrain.sh
+
+train-multiworker: $(STAMP)  ## Train on WORKERS local processes (tf.distribute multi_worker)
+	PYTHONPATH=$(CURDIR)/src $(BIN)/python scripts/train_multiworker.py --workers $(WORKERS)
 
 $(VENV)/.bench-installed: $(STAMP) pyproject.toml
 	$(BIN)/python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['bench'], sep='\n')" > $(VENV)/.bench-requirements
