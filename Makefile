@@ -35,7 +35,8 @@ exp: $(STAMP)  ## Run a DVC experiment with a config overlay: make exp CONFIG=co
 	@test -n "$(CONFIG)" || { echo "usage: make exp CONFIG=configs/<name>.yaml"; exit 2; }
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python scripts/exp_run.py $(CONFIG) $(EXP_ARGS)
 
-test: $(STAMP)  ## Run the whole test suite, end-to-end tests included
+test: $(STAMP)  ## Run the whole test suite, end-to-end tests included (installs what it needs)
+	scripts/install_test_deps.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && echo "no tests selected" && rc=0; exit $$rc
 
 test-fast: $(STAMP)  ## Run the fast unit tests only (inner loop)
