@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from mnist_vae.config import Params, TrackingConfig, to_flat_dict
 from mnist_vae.files import write_json
+from mnist_vae.server_access import check_access
 
 if TYPE_CHECKING:
     import mlflow
@@ -164,6 +165,7 @@ def connect(cfg: TrackingConfig, root: Path) -> str:
     """Point MLflow at the store (failing fast) and return the experiment's id."""
     uri = tracking_uri(root)
     check_reachable(uri, cfg.server_timeout_s)
+    check_access(uri, cfg.experiment, cfg.server_timeout_s)  # 401/403 before any work
     use_store(uri)
     return ensure_experiment(cfg.experiment, uri)
 
