@@ -229,6 +229,32 @@ def test_two_pipelines_promoting_at_once_leave_champion_on_the_best_version(
         (v["version"], _tag(v, METRIC)) for v in comparable]
 
 
+def test_two_queued_experiments_run_in_parallel_against_the_stack(stack, downloaded_repo,
+                                                                   tmp_path):
+    repo = _ci_repo(downloaded_repo, tmp_path / "repo")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "CI overlay")
+    env = _team_env(repo, stack)
+    names = {"par-lr-high": "train.learning_rate=0.004", "par-lr-low": "train.learning_rate=0.001"}
+    for name, change in names.items():
+        run_dvc(repo, "exp", "run", "--queue", "-n", name, "-S", change, env=env)
+    run_dvc(repo, "exp", "run", "--run-all", "-j", "2", env=env, timeout=2400)
+    runs = {_tags(r).get("dvc.exp_name"): r for r in _runs(stack)}
+    assert set(names) <= set(runs), sorted(filter(None, runs))
+    for name in names:
+        assert runs[name]["info"]["status"] == "FINISHED"
+        assert _tags(runs[name])["mnist_vae.stages"] == "train,evaluate,render"
+    versions = _versions(stack)
+    assert {runs[n]["info"]["run_id"] for n in names} <= {v["run_id"] for v in versions}
+    comparable = [v for v in versions if METRIC in {t["key"] for t in v.get("tags", [])}]
+    best = min(comparable, key=lambda v: (float(_tag(v, METRIC)), int(v["version"])))
+    assert _champion(stack)["version"] == best["version"]
+
+
+def _tags(run: dict) -> dict[str, str]:
+    return {t["key"]: t["value"] for t in run["data"].get("tags", [])}
+
+
 def _tag(version: dict, key: str) -> str:
     return {t["key"]: t["value"] for t in version.get("tags", [])}[key]
 
