@@ -305,6 +305,100 @@ def _wait_for_first_epoch(stack, before: set[str], proc, timeout_s: float = 600)
     pytest.fail(f"no epoch logged within {timeout_s} s")
 
 
+@pytest.fixture
+def as_ci(stack, monkeypatch, tmp_path):
+    """This process logs to the stack as `ci`, with short MLflow HTTP bounds."""
+    for key, value in teamstack.client_env(stack, "ci").items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    monkeypatch.chdir(tmp_path)
+    yield
+    import mlflow
+
+    mlflow.end_run()
+    mlflow.set_tracking_uri(None)
+
+
+def _register_tiny(vae_file: Path, value: float, params):
+    """Log the tiny VAE in a new run on the stack and register it with test metric `value`."""
+    import mlflow
+
+    from mnist_vae import registry, tracking
+
+    experiment_id = tracking.connect(params.tracking, Path.cwd())
+    model = Path.cwd() / "vae.keras"
+    shutil.copyfile(vae_file, model)
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        info = registry.log_model(model, params.tracking)
+        return registry.register(info, run.info.run_id, {METRIC: value}, params)
+
+
+def _aliases_and_versions(stack, name: str) -> tuple[dict[str, str], list[str]]:
+    model = _ok(stack, "GET", "registered-models/get", {"name": name})["registered_model"]
+    aliases = {a["alias"]: a["version"] for a in model.get("aliases", [])}
+    versions = _ok(stack, "GET", "model-versions/search", {"filter": f"name='{name}'"})
+    return aliases, sorted(v["version"] for v in versions.get("model_versions", []))
+
+
+def test_an_alias_call_failing_on_the_server_leaves_the_aliases_as_they_were(
+        stack, as_ci, tiny_vae_file, monkeypatch):
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from mlflow_helpers import tiny_params
+
+    params = tiny_params(tracking={"registered_model": "fault-alias"})
+    _register_tiny(tiny_vae_file, 100.0, params)
+    _register_tiny(tiny_vae_file, 105.0, params)
+    set_alias = MlflowClient.set_registered_model_alias
+
+    def failing(self, name, alias, version):
+        if alias == "champion" and str(version) == "3":
+            raise MlflowException("injected: the alias call failed")
+        return set_alias(self, name, alias, version)
+
+    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", failing)
+    with pytest.raises(MlflowException, match="injected"):
+        _register_tiny(tiny_vae_file, 90.0, params)
+    assert _aliases_and_versions(stack, "fault-alias") == (
+        {"champion": "1", "challenger": "2"}, ["1", "2"])
+
+
+def test_the_server_dying_during_registration_leaves_the_aliases_as_they_were(
+        stack, as_ci, tiny_vae_file, monkeypatch, capsys):
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from mlflow_helpers import tiny_params
+
+    params = tiny_params(tracking={"registered_model": "fault-dies"})
+    _register_tiny(tiny_vae_file, 100.0, params)
+    _register_tiny(tiny_vae_file, 105.0, params)
+    register_model = mlflow.register_model
+    killed = {}
+
+    def register_then_die(*args, **kwargs):
+        version = register_model(*args, **kwargs)
+        teamstack.kill_mlflow(stack)  # the version exists; no alias has moved yet
+        killed["at"] = time.monotonic()
+        return version
+
+    monkeypatch.setattr(mlflow, "register_model", register_then_die)
+    try:
+        with pytest.raises(MlflowException):
+            _register_tiny(tiny_vae_file, 90.0, params)
+        print(f"registration failed {time.monotonic() - killed['at']:.1f} s after the kill")
+    finally:
+        teamstack.restart_mlflow(stack)
+    assert "version 3 of fault-dies is left over" in capsys.readouterr().err
+    aliases, versions = _aliases_and_versions(stack, "fault-dies")
+    assert aliases == {"champion": "1", "challenger": "2"}
+    assert versions == ["1", "2", "3"]  # the left-over version is whole: its files download
+    files = Path(mlflow.artifacts.download_artifacts("models:/fault-dies/3"))
+    assert (files / "MLmodel").is_file() and (files / "data" / "model.keras").is_file()
+
+
 # --- the DVC remote over SSH -------------------------------------------------------------------
 
 @pytest.fixture

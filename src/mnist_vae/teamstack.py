@@ -392,6 +392,13 @@ def kill_mlflow(stack: Stack) -> None:
         _kill_group(state["mlflow_pid"])
 
 
+def restart_mlflow(stack: Stack) -> None:
+    """Start the MLflow server again after `kill_mlflow` (PostgreSQL still up)."""
+    state = read_state(stack)
+    state["mlflow_pid"] = start_mlflow(stack, load_secrets(stack.state_dir))
+    _write_private(Path(stack.state_dir) / "stack.json", json.dumps(state, indent=2) + "\n")
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
