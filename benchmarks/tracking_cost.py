@@ -115,6 +115,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--auth-cache-ttl", type=int, default=60,
+                        help="the server's auth_cache_ttl_seconds (0: check every password)")
     args = parser.parse_args()
     from mlflow.tracking import MlflowClient
 
@@ -122,7 +124,8 @@ def main() -> int:
         tmp = Path(tmp)
         os.chmod(tmp, 0o711)  # PostgreSQL (run as `postgres`) keeps its data below
         payload = files(tmp / "payload")
-        stack = teamstack.Stack(tmp / "stack", pg_port=unused_port(), mlflow_port=unused_port())
+        stack = teamstack.Stack(tmp / "stack", pg_port=unused_port(), mlflow_port=unused_port(),
+                                auth_cache_ttl_s=args.auth_cache_ttl)
         started = time.perf_counter()
         teamstack.start(stack, "bench", "bench-model")
         startup = time.perf_counter() - started
@@ -150,17 +153,19 @@ def main() -> int:
                for store, runs in samples.items()}
     report = {"date": dt.date.today().isoformat(), "cpu": cpu_model(), "cores": os.cpu_count(),
               "repeats": args.repeats, "epochs": args.epochs, "stack_startup_s": startup,
+              "auth_cache_ttl_s": args.auth_cache_ttl,
               "median_s": medians,
               "ratio_server_over_sqlite": {p: medians["server"][p] / medians["sqlite"][p]
                                            for p in parts}}
     print(f"CPU: {report['cpu']} ({report['cores']} cores); {args.repeats} runs each, "
-          f"{args.epochs} epochs; stack started in {startup:.0f} s")
+          f"{args.epochs} epochs; auth cache {args.auth_cache_ttl} s; "
+          f"stack started in {startup:.0f} s")
     print(f"{'part':<10} {'SQLite s':>9} {'server s':>9} {'ratio':>6}")
     for p in parts:
         print(f"{p:<10} {medians['sqlite'][p]:>9.3f} {medians['server'][p]:>9.3f} "
               f"{report['ratio_server_over_sqlite'][p]:>6.2f}")
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"{report['date']}-tracking.json"
+    out = RESULTS / f"{report['date']}-tracking-authcache{args.auth_cache_ttl}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out}")
     return 0

@@ -60,6 +60,9 @@ class Stack:
     mlflow_port: int = 5000
     workers: int = 2
     ready_timeout_s: float = 120.0
+    # seconds a worker trusts a checked password: each check is a PBKDF2 hash (most of a
+    # request's cost); a changed password takes up to this long to reach every worker
+    auth_cache_ttl_s: int = 60
 
     @property
     def url(self) -> str:
@@ -226,7 +229,8 @@ def write_auth_config(stack: Stack, db_password: str) -> Path:
                    "default_permission = READ\n"
                    f"database_uri = {database_uri(stack, db_password, 'mlflow_auth')}\n"
                    "admin_username = admin\n"
-                   "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+                   "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+                   f"auth_cache_ttl_seconds = {stack.auth_cache_ttl_s}\n")
     return path
 
 
