@@ -34,13 +34,17 @@ def _missing(what: str, package: str) -> None:
     pytest.skip(message)
 
 
+def _require_postgres() -> None:
+    try:
+        teamstack.postgres_bin()  # as root on Debian: installs the package when missing
+    except teamstack.StackError:
+        _missing("the team stack", "postgresql")
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     """The team stack on free ports, its state in a temporary directory; deleted afterwards."""
-    try:
-        teamstack.postgres_bin()
-    except teamstack.StackError:
-        _missing("the team stack", "postgresql")
+    _require_postgres()
     stack = teamstack.Stack(tmp_path_factory.mktemp("team") / "state", pg_port=unused_port(),
                             mlflow_port=unused_port())
     started = time.monotonic()
@@ -137,6 +141,25 @@ def test_ci_logs_a_run_and_registers_a_version(stack):
         {"name": "ci-smoke", "alias": "champion", "version": version["version"]}, user="ci")
     assert _ok(stack, "GET", "runs/get", {"run_id": run["run_id"]})["run"]["info"][
         "status"] == "FINISHED"
+
+
+def test_the_stack_restarts_with_its_data_and_a_password_from_the_environment(
+        tmp_path, monkeypatch):
+    _require_postgres()
+    other = teamstack.Stack(tmp_path / "state", pg_port=unused_port(), mlflow_port=unused_port())
+    try:
+        teamstack.start(other, "kept", "kept-model")
+        old = _password(other, "ci")
+        assert (os.stat(other.state_dir / "secrets.json").st_mode & 0o777) == 0o600
+        teamstack.stop(other)
+        monkeypatch.setenv("MNIST_VAE_CI_PASSWORD", "rotated-" + old[:8])
+        teamstack.start(other, "kept", "kept-model")
+        query = {"experiment_name": "kept"}
+        assert _api(other, "GET", "experiments/get-by-name", query, "ci", old)[0] == 401
+        assert _api(other, "GET", "experiments/get-by-name", query, "ci",
+                    "rotated-" + old[:8])[0] == 200
+    finally:
+        teamstack.destroy(other)
 
 
 # --- the pipeline against the stack ---------------------------------------------------------

@@ -306,7 +306,10 @@ def provision(stack: Stack, secret: dict[str, str], experiment: str, model: str)
     for user in ("ci", "reader"):
         status, body = api(stack, "POST", "users/create",
                            {"username": user, "password": secret[user]}, admin)
-        if status != 200 and "already exists" not in json.dumps(body):
+        if status != 200 and "already exists" in json.dumps(body):  # keep it in step
+            status, body = api(stack, "PATCH", "users/update-password",
+                               {"username": user, "password": secret[user]}, admin)
+        if status != 200:
             raise StackError(f"creating MLflow user {user!r} failed ({status}): {body}")
     experiment_id = _ensure(stack, admin, "experiments/get-by-name", {"experiment_name":
                             experiment}, "experiments/create", {"name": experiment},
@@ -315,9 +318,13 @@ def provision(stack: Stack, secret: dict[str, str], experiment: str, model: str)
             "registered-models/create", {"name": model}, lambda b: model)
     for resource_type, resource_id, level in (("experiment", experiment_id, "EDIT"),
                                               ("registered_model", model, "MANAGE")):
+        grant = {"username": "ci", "resource_type": resource_type, "resource_id": resource_id}
         status, body = api(stack, "POST", "users/permissions/grant",
-                           {"username": "ci", "resource_type": resource_type,
-                            "resource_id": resource_id, "permission": level}, admin, "3.0")
+                           {**grant, "permission": level}, admin, "3.0")
+        if body.get("error_code") == "RESOURCE_ALREADY_EXISTS":  # a restart: set it again
+            api(stack, "POST", "users/permissions/revoke", grant, admin, "3.0")
+            status, body = api(stack, "POST", "users/permissions/grant",
+                               {**grant, "permission": level}, admin, "3.0")
         if status != 200:
             raise StackError(f"granting ci {level} on {resource_type} {resource_id} failed "
                              f"({status}): {body}")
