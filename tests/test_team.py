@@ -207,6 +207,7 @@ def test_wrong_credentials_fail_training_before_it_starts_naming_the_user(stack,
                                                                           downloaded_repo,
                                                                           tmp_path):
     repo = clone_repo(downloaded_repo, tmp_path / "repo")
+    runs_before = len(_runs(stack))
     started = time.monotonic()
     result = run_stage(repo, "train", env=_team_env(repo, stack, password="wrong"), check=False,
                        timeout=120)
@@ -216,13 +217,16 @@ def test_wrong_credentials_fail_training_before_it_starts_naming_the_user(stack,
     assert f"MLflow server {stack.url} rejected the login of user 'ci' (HTTP 401" in result.stderr
     assert "MLFLOW_TRACKING_PASSWORD" in result.stderr
     assert "Epoch" not in result.stdout + result.stderr
+    assert len(_runs(stack)) == runs_before, "no run opened"
     assert not (repo / "models" / "vae.keras").exists() and not (repo / "dvclive").exists()
 
 
 def test_a_readers_login_fails_training_before_it_starts(stack, downloaded_repo, tmp_path):
     repo = clone_repo(downloaded_repo, tmp_path / "repo")
+    runs_before = len(_runs(stack))
     result = run_stage(repo, "train", env=_team_env(repo, stack, user="reader"), check=False,
                        timeout=120)
+    assert len(_runs(stack)) == runs_before, "no run opened"
     assert result.returncode != 0
     assert (f"user 'reader' has READ on experiment '{EXPERIMENT}' and cannot log runs"
             in result.stderr)
