@@ -10,7 +10,7 @@ BUDGET  ?= 600
 WORKERS ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help setup repro exp test test-fast lint lock ui plots bench retrain train-multiworker clean
+.PHONY: help setup repro exp test test-fast lint lock ui plots bench retrain train-multiworker server server-stop clean
 
 help:  ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -52,6 +52,19 @@ ui: $(STAMP)  ## Serve the MLflow UI on http://127.0.0.1:$(PORT) over the local 
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --workers 1 \
 		--backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
 		--default-artifact-root $(CURDIR)/mlartifacts --host 127.0.0.1 --port $(PORT)
+
+# The team stack (docs/team.md): PostgreSQL + MLflow with basic auth, state in $(TEAM_STATE)/.
+TEAM_STATE   ?= .team
+TEAM_PORT    ?= 5000
+TEAM_PG_PORT ?= 5433
+TEAM = PYTHONPATH=$(CURDIR)/src $(BIN)/python scripts/team_stack.py --state $(TEAM_STATE) \
+	--port $(TEAM_PORT) --pg-port $(TEAM_PG_PORT)
+
+server: $(STAMP)  ## Start PostgreSQL + MLflow with basic auth on 127.0.0.1 (TEAM_PORT=5000); prints the client env
+	$(TEAM) start
+
+server-stop: $(STAMP)  ## Stop the team stack (data and passwords stay in .team/)
+	$(TEAM) stop
 
 plots: $(STAMP)  ## Render every DVC plot to dvc_plots/index.html (draws offline: plots_template/)
 	$(BIN)/dvc plots show

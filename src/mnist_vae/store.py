@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from mnist_vae.config import TrackingConfig
 from mnist_vae.provenance import git
+from mnist_vae.server_access import check_access
 
 if TYPE_CHECKING:
     import mlflow
@@ -131,6 +132,7 @@ def connect(cfg: TrackingConfig, root: Path) -> str:
     """Point MLflow at the store (failing fast) and return the experiment's id."""
     uri = tracking_uri(root)
     check_reachable(uri, cfg.server_timeout_s)
+    check_access(uri, cfg.experiment, cfg.server_timeout_s)  # 401/403 before any work
     use_store(uri)
     return ensure_experiment(cfg.experiment, uri)
 
