@@ -211,6 +211,10 @@ class PriorConfig:
     covariance: Literal["full", "diag"] = "full"
     fit_samples: int = checked(1, positive)  # codes z ~ q(z|x) drawn per training image
     fit_iterations: int = checked(200, positive)  # most EM iterations
+    # Also fit p(z | digit), one mixture per digit to the codes of that digit's training images,
+    # so `vae.sample(n, seed, digit=d)` draws the digit asked for.
+    conditional: bool = True
+    components_per_digit: int = checked(10, positive)
 
 
 @dataclass(frozen=True)

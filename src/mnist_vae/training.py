@@ -30,7 +30,13 @@ from mnist_vae.config import DataConfig, ModelConfig, Params, PriorConfig, Train
 from mnist_vae.data import Splits
 from mnist_vae.files import atomic_path
 from mnist_vae.model import VAE, build_vae, count_params
-from mnist_vae.prior import GaussianMixture, fit_mixture, require_enough_codes
+from mnist_vae.prior import (
+    DIGITS,
+    GaussianMixture,
+    fit_digit_mixtures,
+    fit_mixture,
+    require_enough_codes,
+)
 
 CHECKPOINT_FILE = "checkpoint.npz"
 EVAL_BATCH = 500
@@ -327,7 +333,8 @@ def train(splits: Splits, data_cfg: DataConfig, model_cfg: ModelConfig, cfg: Tra
     final = build_vae(model_cfg)
     final.set_weights(best_weights)
     prior_facts = fit_prior(final, prior_fit_images(splits, data_cfg),
-                            validation_images(splits, data_cfg), model_cfg.prior, cfg.seed)
+                            validation_images(splits, data_cfg), model_cfg.prior, cfg.seed,
+                            labels=splits.y_train)
     facts = {
         "epochs_run": state.epochs_done,
         "best_epoch": state.best_epoch,
@@ -355,6 +362,10 @@ def check_prior_fit(cfg: PriorConfig, train_images: int) -> None:
     if cfg.kind == "mixture":
         require_enough_codes(train_images * cfg.fit_samples, cfg.components,
                              f" from {train_images} training images x {cfg.fit_samples}")
+    if cfg.conditional:  # each digit is about a tenth of the images
+        require_enough_codes(train_images * cfg.fit_samples // DIGITS, cfg.components_per_digit,
+                             f" per digit from {train_images} training images x "
+                             f"{cfg.fit_samples}", "model.prior.components_per_digit")
 
 
 def prior_fit_images(splits: Splits, data_cfg: DataConfig) -> np.ndarray:
@@ -373,16 +384,34 @@ def sample_codes(model: VAE, images: np.ndarray, per_image: int,
 
 
 def fit_prior(model: VAE, images: np.ndarray, val_images: np.ndarray, cfg: PriorConfig,
-              seed: int) -> dict[str, Any]:
+              seed: int, labels: np.ndarray | None = None) -> dict[str, Any]:
     """With `mixture`, replace N(0, I) by a Gaussian mixture fitted to codes z ~ q(z|x) of
     `images` (see prior.py). Returns what the fit did and the mean log p of the training codes
     and of validation codes, under the mixture and under N(0, I): a mixture that overfits
     (too many components for the data) scores the validation codes far below the training ones.
+    With `conditional`, then also fit p(z | digit) to the same codes grouped by `labels`; it
+    draws no random numbers of its own, so p(z) and every unconditional number stay the same.
     """
-    if cfg.kind == "standard":
+    if cfg.kind == "standard" and not cfg.conditional:
         return {"kind": "standard"}
     rng = np.random.default_rng(seed)
     codes = sample_codes(model, images, cfg.fit_samples, rng)
+    facts = {"kind": "standard"} if cfg.kind == "standard" else _fit_mixture_prior(
+        model, codes, val_images, cfg, seed, rng)
+    if cfg.conditional:
+        if labels is None:
+            raise ValueError("model.prior.conditional: the per-digit prior needs the labels")
+        mixtures, digit_facts = fit_digit_mixtures(
+            codes, np.tile(labels, cfg.fit_samples), cfg.components_per_digit, cfg.covariance,
+            cfg.fit_iterations, seed)
+        model.set_digit_prior(mixtures)
+        facts["digits"] = digit_facts
+    return facts
+
+
+def _fit_mixture_prior(model: VAE, codes: np.ndarray, val_images: np.ndarray,
+                       cfg: PriorConfig, seed: int, rng: np.random.Generator) -> dict[str, Any]:
+    """p(z) := the mixture fitted to `codes`, and its facts (see `fit_prior`)."""
     mixture, facts = fit_mixture(codes, cfg.components, cfg.covariance, cfg.fit_iterations, seed)
     model.set_prior(mixture)
     val_codes = sample_codes(model, val_images, 1, rng)
