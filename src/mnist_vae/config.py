@@ -277,6 +277,7 @@ class EvaluateConfig:
     iwae_views: Literal["all", "trained"] = "all"  # trained: the IWAE on the trained view only
     active_threshold: float = checked(0.01, positive)  # Burda et al.'s covariance criterion
     prior_samples: int = checked(10000, positive)  # N samples from the prior for sample quality
+    digit_samples: int = checked(1000, positive)  # samples asked for each digit (p(z | digit))
     confidence: float = checked(0.9, probability)  # "recognisable" = top class prob >= this
 
 
