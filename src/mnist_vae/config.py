@@ -289,6 +289,7 @@ class RenderConfig:
     scale: int = checked(2, positive)  # each MNIST pixel becomes scale x scale screen pixels
     gutter: int = checked(2, non_negative)  # pixels between tiles
     samples_grid: int = checked(10, positive)  # samples.png is grid x grid
+    digit_columns: int = checked(10, positive)  # digits.png: this many draws of each digit 0-9
     reconstruction_rows: int = checked(10, positive)  # one row per digit class (cycling)
     reconstruction_pairs: int = checked(5, positive)  # original|reconstruction pairs per row
     interpolation_rows: int = checked(8, positive)
