@@ -6,10 +6,11 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 PORT    ?= 5000
+DRAW_PORT ?= 8000
 BUDGET  ?= 600
 
 .DEFAULT_GOAL := help
-.PHONY: help setup repro exp test test-fast lint lock ui plots bench retrain clean
+.PHONY: help setup repro exp test test-fast lint lock ui draw plots bench retrain clean
 
 help:  ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -49,6 +50,9 @@ ui: $(STAMP)  ## Serve the MLflow UI on http://127.0.0.1:$(PORT) over the local 
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --workers 1 \
 		--backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
 		--default-artifact-root $(CURDIR)/mlartifacts --host 127.0.0.1 --port $(PORT)
+
+draw: $(STAMP)  ## Serve the drawing page on http://127.0.0.1:$(DRAW_PORT) (champion, else models/vae.keras)
+	$(BIN)/python -m mnist_vae web --port $(DRAW_PORT) $(if $(MODEL),--model $(MODEL))
 
 plots: $(STAMP)  ## Render every DVC plot to dvc_plots/index.html
 	$(BIN)/dvc plots show

@@ -9,6 +9,7 @@ import textwrap
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -147,3 +148,26 @@ def test_registry_load_works_in_a_fresh_process(store, tiny_vae_file):
     assert "/code/mnist_vae/registry.py" in out["loader"], "the model's own copy of the code"
     np.testing.assert_allclose(out["decode"], expected, atol=1e-6)
     np.testing.assert_allclose(out["generated"], expected, atol=1e-6)
+
+
+def test_the_generator_draws_the_digits_asked_for_and_rejects_bad_ones(store, tiny_vae_file):
+    _register(store, tiny_vae_file, 100.0)
+    generator = registry.load_generator("champion")
+    vae = load_vae(tiny_vae_file)
+    records = pd.DataFrame({"digit": [7, 2], "seed": [3, 0]})
+    images = generator.predict(records)
+    assert images.shape == (2, 28, 28) and images.dtype == np.float32
+    np.testing.assert_allclose(images[0], np.asarray(vae.sample(1, 3, digit=7))[0, ..., 0],
+                               atol=1e-6)
+    np.testing.assert_allclose(generator.predict(pd.DataFrame({"digit": [2]}))[0], images[1],
+                               atol=1e-6)  # seed 0 when none is given
+    bad = {"10": [10], "-1": [-1], "'x'": ["x"], "2.5": [2.5], "True": [True]}
+    for shown, digits in bad.items():
+        with pytest.raises(MlflowException, match=f"digit must be .*got {shown}") as err:
+            generator.predict(pd.DataFrame({"digit": digits}))
+        assert err.value.get_http_status_code() == 400
+    for frame, message in [(pd.DataFrame({"digit": [1], "seed": [-2]}), "seed must be"),
+                           (pd.DataFrame({"digit": [1], "colour": [3]}), "digit and seed only"),
+                           (pd.DataFrame({"digit": [1] * 257}), "between 1 and 256 records")]:
+        with pytest.raises(MlflowException, match=message):
+            generator.predict(frame)

@@ -23,6 +23,9 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--model", default=None,
                    help="a .keras file or a models:/ URI (default: the registry's champion "
                         "when there is a tracking store with one, else models/vae.keras)")
+    w = commands.add_parser("web", help="serve the drawing page on 127.0.0.1")
+    w.add_argument("--port", type=int, default=8000, help="0 picks a free port (default 8000)")
+    w.add_argument("--model", default=None, help="as for draw")
     return p
 
 
@@ -43,10 +46,21 @@ def draw_command(args: argparse.Namespace) -> str:
     return f"draw: {request.n} x digit {request.digit} (seed {request.seed}) from {origin} -> {out}"
 
 
+def web_command(args: argparse.Namespace) -> None:
+    """Load the model once, then serve the page until interrupted."""
+    from mnist_vae import webpage
+
+    model, origin = drawing.open_model(args.model)
+    webpage.serve(model, origin, port=args.port)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        print(draw_command(args))
+        if args.command == "web":
+            web_command(args)
+        else:
+            print(draw_command(args))
     except (drawing.DrawError, FileNotFoundError, TypeError) as err:
         print(f"draw: error: {err}", file=sys.stderr)
         return 2

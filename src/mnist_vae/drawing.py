@@ -39,10 +39,10 @@ class Request:
 def check_request(digit: Any, n: Any = 16, seed: Any = 0, scale: Any = 2) -> Request:
     """A `Request` from loosely typed values (argv, query strings), or a DrawError."""
     try:
-        digit = check_digit(_whole(digit, "digit"))
+        digit = check_digit(whole_number(digit, "digit"))
     except ValueError as err:
         raise DrawError(str(err)) from None
-    n, seed, scale = (_whole(v, k) for v, k in ((n, "n"), (seed, "seed"), (scale, "scale")))
+    n, seed, scale = (whole_number(v, k) for v, k in ((n, "n"), (seed, "seed"), (scale, "scale")))
     if not 1 <= n <= MAX_IMAGES:
         raise DrawError(f"n must be 1-{MAX_IMAGES} images, got {n}")
     if seed < 0:
@@ -52,8 +52,9 @@ def check_request(digit: Any, n: Any = 16, seed: Any = 0, scale: Any = 2) -> Req
     return Request(digit, n, seed, scale)
 
 
-def _whole(value: Any, name: str) -> Any:
-    """Text that spells a whole number becomes it; anything else is left for the checks."""
+def whole_number(value: Any, name: str) -> Any:
+    """Text that spells a whole number becomes it; a digit that is not one is left for
+    check_digit to word; anything else is a DrawError naming `name`."""
     if isinstance(value, str):
         text = value.strip()
         if not text.lstrip("-").isdigit():
