@@ -203,7 +203,8 @@ def test_the_mlflow_ui_shows_the_run_its_pictures_and_the_champion(built_repo, b
         page.get_by_text("digits.png", exact=True).first.click()
         preview = page.locator("img[src*='digits.png']").first
         preview.wait_for()
-        page.wait_for_function("(i) => i.complete && i.naturalWidth > 0", arg=preview.element_handle())
+        page.wait_for_function("(i) => i.complete && i.naturalWidth > 0",
+                               arg=preview.element_handle())
         assert preview.evaluate("i => i.naturalWidth") > 500  # the 10-row grid, decoded
         page.screenshot(path=tmp_path / "artifacts.png", full_page=True)
 
