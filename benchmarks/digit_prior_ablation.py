@@ -1,6 +1,7 @@
 """What each choice of p(z | digit) buys: one trained VAE drawing digits under several fits.
 
     python benchmarks/digit_prior_ablation.py [models/vae.keras] [--samples 1000] [--seed 0]
+        [--only default k5 ...] [--save models/vae-digits.keras]
 
 Fits p(z | d) to the codes of the training images labelled d, as training does, in variants
 (components per digit, full or diagonal covariance, codes z ~ q(z|x) or posterior means, a
@@ -8,6 +9,9 @@ temperature scaling every component's spread at sampling time), and judges each 
 the evaluate stage does (`evaluation.digit_quality`, the pipeline's classifier): agreement
 overall and worst digit, mean per-digit Frechet distance. The encoder and decoder are shared,
 so differences are the prior's alone. Prints one JSON object per variant, then the table.
+`--save` writes the model with the params' p(z | digit) installed, fitted exactly as the train
+stage fits it (same codes, same seeds), without retraining: a model trained before p(z | digit)
+existed can then be evaluated, and its unconditional numbers compared with its own.
 """
 
 from __future__ import annotations
@@ -59,12 +63,31 @@ def tempered(mixture: GaussianMixture, temperature: float) -> GaussianMixture:
     return dataclasses.replace(mixture, scale_tril=mixture.scale_tril * temperature)
 
 
+def save_with_digit_prior(vae: Any, params: Any, codes: np.ndarray, labels: np.ndarray,
+                          path: str) -> None:
+    """The same encoder, decoder and p(z), plus p(z | digit) as the train stage fits it."""
+    from mnist_vae.model import build_vae
+    from mnist_vae.training import save_model
+
+    cfg = params.model.prior
+    model = build_vae(params.model)
+    model.encoder.set_weights(vae.encoder.get_weights())
+    model.decoder.set_weights(vae.decoder.get_weights())
+    model.set_prior(vae.prior_distribution())
+    mixtures, facts = fit_digit_mixtures(codes, labels, cfg.components_per_digit, cfg.covariance,
+                                         cfg.fit_iterations, params.train.seed)
+    model.set_digit_prior(mixtures)
+    save_model(model, path)
+    print(json.dumps({"saved": path, **facts}), flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", nargs="?", default=None)
     parser.add_argument("--samples", type=int, default=1000, help="samples per digit")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", nargs="*", help="variant names (default: all)")
+    parser.add_argument("--save", help="write the model with the params' p(z | digit) here")
     args = parser.parse_args()
     params = load_params()
     vae = load_vae(args.model or params.paths.model)
@@ -75,6 +98,8 @@ def main() -> int:
     images = prior_fit_images(splits, params.data)
     codes = {"sample": sample_codes(vae, images, 1, np.random.default_rng(params.train.seed)),
              "mean": np.asarray(vae.encode(images)[0], np.float64)}
+    if args.save:
+        save_with_digit_prior(vae, params, codes["sample"], splits.y_train, args.save)
     cfg = dataclasses.replace(params.evaluate, digit_samples=args.samples, seed=args.seed)
     fits: dict[tuple, list[GaussianMixture]] = {}
     rows = []
