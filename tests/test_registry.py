@@ -171,3 +171,17 @@ def test_the_generator_draws_the_digits_asked_for_and_rejects_bad_ones(store, ti
                            (pd.DataFrame({"digit": [1] * 257}), "between 1 and 256 records")]:
         with pytest.raises(MlflowException, match=message):
             generator.predict(frame)
+
+
+def test_drawing_defaults_to_the_champion_when_the_store_has_one(store, tiny_vae_file):
+    from mnist_vae import drawing
+
+    (store / "models").mkdir()
+    shutil.copyfile(tiny_vae_file, store / "models" / "vae.keras")
+    assert drawing.open_model(root=store)[1] == "models/vae.keras"  # a store, no champion yet
+    _register(store, tiny_vae_file, 100.0)
+    model, origin = drawing.open_model(root=store)
+    assert origin == "models:/mnist-vae@champion" and model.draws_digits
+    assert drawing.open_model("models:/mnist-vae/1", root=store)[1] == "models:/mnist-vae/1"
+    with pytest.raises(drawing.DrawError, match="models:/mnist-vae/7"):
+        drawing.open_model("models:/mnist-vae/7", root=store)
