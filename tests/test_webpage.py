@@ -83,6 +83,7 @@ def test_a_walk_starts_and_ends_at_drawn_digits(page):
     ("/api/draw?digit=x", 400, "digit must be a whole number"),
     ("/api/draw", 400, "digit must be a whole number 0-9, got None"),
     ("/api/draw?digit=3&n=65", 400, "n must be 1-64 images, got 65"),
+    ("/api/draw?digit=3&n=999", 400, "n must be 1-64 images, got 999"),
     ("/api/walk?start=3&end=8&steps=1", 400, "steps must be 2-64, got 1"),
     ("/api/walk?start=3&end=11", 400, "digit must be 0-9, got 11"),
     ("/api/draw?digit=3&pad=" + "x" * 300, 400, "request too large"),

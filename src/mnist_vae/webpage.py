@@ -122,10 +122,10 @@ class DrawingHandler(BaseHTTPRequestHandler):
         self._send(200, "text/html; charset=utf-8", html.encode())
 
     def _draw(self, query: dict[str, str]) -> None:
-        request = drawing.check_request(query.get("digit"), query.get("n", "16"),
-                                        query.get("seed", "0"))
-        if request.n > MAX_WEB_IMAGES:
-            raise drawing.DrawError(f"n must be 1-{MAX_WEB_IMAGES} images, got {request.n}")
+        n = drawing.whole_number(query.get("n", "16"), "n")
+        if not 1 <= n <= MAX_WEB_IMAGES:  # the page's bound, tighter than the library's
+            raise drawing.DrawError(f"n must be 1-{MAX_WEB_IMAGES} images, got {n}")
+        request = drawing.check_request(query.get("digit"), n, query.get("seed", "0"))
         with self.server.lock:
             images = drawing.draw(self.server.model, request)
         self._images(images)
