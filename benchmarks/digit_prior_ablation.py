@@ -62,10 +62,6 @@ class DrawingWith:
         return self.vae.decode_logits(z)
 
 
-def tempered(mixture: GaussianMixture, temperature: float) -> GaussianMixture:
-    return dataclasses.replace(mixture, scale_tril=mixture.scale_tril * temperature)
-
-
 def save_with_digit_prior(vae: Any, params: Any, codes: np.ndarray, labels: np.ndarray,
                           path: str) -> None:
     """The same encoder, decoder and p(z), plus p(z | digit) as the train stage fits it."""
@@ -78,7 +74,8 @@ def save_with_digit_prior(vae: Any, params: Any, codes: np.ndarray, labels: np.n
     model.decoder.set_weights(vae.decoder.get_weights())
     model.set_prior(vae.prior_distribution())
     mixtures, facts = fit_digit_mixtures(codes, labels, cfg.components_per_digit, cfg.covariance,
-                                         cfg.fit_iterations, params.train.seed)
+                                         cfg.fit_iterations, params.train.seed,
+                                         cfg.digit_temperature)
     model.set_digit_prior(mixtures)
     save_model(model, path)
     print(json.dumps({"saved": path, **facts}), flush=True)
@@ -114,7 +111,7 @@ def main() -> int:
         if key not in fits:
             fits[key], _ = fit_digit_mixtures(codes[source], splits.y_train, k, covariance,
                                               params.model.prior.fit_iterations, params.train.seed)
-        mixtures = [tempered(m, temperature) for m in fits[key]]
+        mixtures = [m.tempered(temperature) for m in fits[key]]
         quality = ev.digit_quality(DrawingWith(vae, mixtures), classifier, test, grey.y_test, cfg)
         row = {"variant": name, "codes": source, "components_per_digit": k,
                "covariance": covariance, "temperature": temperature,

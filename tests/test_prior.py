@@ -130,3 +130,17 @@ def test_a_digit_with_too_few_codes_is_named():
     with pytest.raises(ValueError, match=r"model\.prior\.components_per_digit: 2 .* got 0 for "
                                          r"digit 3; lower model\.prior\.components_per_digit"):
         fit_digit_mixtures(np.zeros((50, 2)), labels, 2, "full", 10, seed=0)
+
+
+def test_a_temperature_scales_every_components_spread_and_keeps_the_means():
+    rng = np.random.default_rng(2)
+    labels = np.repeat(np.arange(DIGITS), 300)
+    codes = labels[:, None] * 10.0 + rng.standard_normal((len(labels), 2))
+    plain, _ = fit_digit_mixtures(codes, labels, 1, "full", 100, seed=0)
+    cool, facts = fit_digit_mixtures(codes, labels, 1, "full", 100, seed=0, temperature=0.5)
+    assert facts["temperature"] == 0.5
+    np.testing.assert_array_equal(cool[4].means, plain[4].means)
+    np.testing.assert_allclose(cool[4].scale_tril, 0.5 * plain[4].scale_tril)
+    draws = cool[4].sample(20_000, np.random.default_rng(3))
+    np.testing.assert_allclose(draws.std(axis=0), 0.5 * plain[4].sample(
+        20_000, np.random.default_rng(3)).std(axis=0), rtol=0.03)

@@ -67,6 +67,10 @@ class GaussianMixture:
             per_component[:, k] = -0.5 * (np.sum(y**2, axis=0) + self.dim * LOG_2PI) - log_det
         return special.logsumexp(per_component + self.normalized_log_weights, axis=1)
 
+    def tempered(self, temperature: float) -> GaussianMixture:
+        """Every component's spread times `temperature` (< 1: draws nearer the means)."""
+        return GaussianMixture(self.log_weights, self.means, self.scale_tril * temperature)
+
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """n draws [n, d]; for N(0, I) exactly rng.standard_normal((n, d))."""
         eps = rng.standard_normal((n, self.dim))
@@ -125,16 +129,18 @@ def check_digit(value: Any) -> int:
 
 
 def fit_digit_mixtures(codes: np.ndarray, labels: np.ndarray, components: int, covariance: str,
-                       max_iter: int, seed: int) -> tuple[list[GaussianMixture], dict[str, Any]]:
-    """p(z | d) for d = 0..9: a mixture fitted by EM to the codes of the images labelled d."""
+                       max_iter: int, seed: int, temperature: float = 1.0
+                       ) -> tuple[list[GaussianMixture], dict[str, Any]]:
+    """p(z | d) for d = 0..9: a mixture fitted by EM to the codes of the images labelled d,
+    every component's spread then times `temperature`."""
     mixtures, per_digit = [], {}
     for digit in range(DIGITS):
         mine = codes[labels == digit]
         require_enough_codes(len(mine), components, f" for digit {digit}",
                              "model.prior.components_per_digit")
         mixture, facts = fit_mixture(mine, components, covariance, max_iter, seed + digit)
-        mixtures.append(mixture)
+        mixtures.append(mixture.tempered(temperature))
         per_digit[str(digit)] = {k: facts[k] for k in ("codes", "iterations", "converged")}
     facts = {"components_per_digit": components, "covariance": covariance,
-             "per_digit": per_digit}
+             "temperature": temperature, "per_digit": per_digit}
     return mixtures, facts

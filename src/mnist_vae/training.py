@@ -403,7 +403,7 @@ def fit_prior(model: VAE, images: np.ndarray, val_images: np.ndarray, cfg: Prior
             raise ValueError("model.prior.conditional: the per-digit prior needs the labels")
         mixtures, digit_facts = fit_digit_mixtures(
             codes, np.tile(labels, cfg.fit_samples), cfg.components_per_digit, cfg.covariance,
-            cfg.fit_iterations, seed)
+            cfg.fit_iterations, seed, cfg.digit_temperature)
         model.set_digit_prior(mixtures)
         facts["digits"] = digit_facts
     return facts
