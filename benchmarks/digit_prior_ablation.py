@@ -35,7 +35,7 @@ from mnist_vae.training import prior_fit_images, sample_codes
 
 # (name, codes, components per digit, covariance, temperature)
 VARIANTS = [
-    ("default", "sample", 10, "full", 1.0),
+    ("k10", "sample", 10, "full", 1.0),
     ("k1", "sample", 1, "full", 1.0),
     ("k5", "sample", 5, "full", 1.0),
     ("k20", "sample", 20, "full", 1.0),
