@@ -161,7 +161,7 @@ def _pixels(sources: list[str]) -> np.ndarray:
     return np.stack([np.asarray(i)[::SCALE, ::SCALE] for i in images]) / 255.0
 
 
-def test_a_person_picks_a_digit_and_the_classifier_reads_it(drawing_model, browser, tmp_path):
+def test_a_person_picks_a_digit_and_the_classifier_reads_it(browser, drawing_model, tmp_path):
     model_file, classifier = drawing_model
     port, log = unused_port(), tmp_path / "web.log"
     proc = _start([VENV_BIN / "python", "-m", "mnist_vae", "web", "--port", port, "--model",
@@ -177,7 +177,7 @@ def test_a_person_picks_a_digit_and_the_classifier_reads_it(drawing_model, brows
     assert np.mean(read == 3) >= 0.75, read.tolist()
 
 
-def test_the_page_draws_with_the_registry_champion_by_default(built_repo, browser, tmp_path):
+def test_the_page_draws_with_the_registry_champion_by_default(browser, built_repo, tmp_path):
     from mnist_vae import registry
 
     port, log = unused_port(), tmp_path / "web.log"
@@ -215,7 +215,7 @@ localStorage.setItem('mlflow.assistant.fab.autoOpenedOnFirstLoad_v1', 'true');
 """
 
 
-def test_the_mlflow_ui_shows_the_run_its_pictures_and_the_champion(built_repo, browser, tmp_path):
+def test_the_mlflow_ui_shows_the_run_its_pictures_and_the_champion(browser, built_repo, tmp_path):
     store = tmp_path / "mlflow.db"
     shutil.copyfile(built_repo / "mlflow.db", store)  # the UI may migrate it: leave the repo's
     port, log = unused_port(), tmp_path / "ui.log"
