@@ -41,6 +41,8 @@ VARIANTS = [
     ("k20", "sample", 20, "full", 1.0),
     ("diag", "sample", 10, "diag", 1.0),
     ("means", "mean", 10, "full", 1.0),
+    ("means-t0.9", "mean", 10, "full", 0.9),
+    ("means-t0.8", "mean", 10, "full", 0.8),
     ("t0.9", "sample", 10, "full", 0.9),
     ("t0.8", "sample", 10, "full", 0.8),
     ("t0.7", "sample", 10, "full", 0.7),
