@@ -381,3 +381,14 @@ def test_a_digit_prior_too_big_for_the_data_fails_before_training(tmp_path):
     with pytest.raises(ValueError, match=r"components_per_digit: 7 components .* got 6 per "
                                          r"digit from 64 training images"):
         train(_splits(), TINY_DATA, model_cfg, TINY_TRAIN, tmp_path / "ckpt", verbose=0)
+
+
+def test_the_digit_prior_can_be_fitted_to_the_encoders_means(tmp_path):
+    splits = dataclasses.replace(_splits(100), y_train=np.arange(100) % 10)
+    model_cfg = dataclasses.replace(TINY_MODEL, prior=PriorConfig(
+        components=2, conditional=True, components_per_digit=1, digit_codes="mean"))
+    result = train(splits, TINY_DATA, model_cfg, dataclasses.replace(TINY_TRAIN, epochs=1),
+                   tmp_path / "ckpt", verbose=0)
+    means = np.asarray(result.model.encode(splits.x_train)[0], np.float64)
+    np.testing.assert_allclose(result.model.prior_distribution(6).means[0],
+                               means[splits.y_train == 6].mean(axis=0), rtol=1e-5)

@@ -215,6 +215,7 @@ class PriorConfig:
     # so `vae.sample(n, seed, digit=d)` draws the digit asked for.
     conditional: bool = True
     components_per_digit: int = checked(10, positive)
+    digit_codes: Literal["sample", "mean"] = "sample"  # p(z | digit) fitted to z ~ q or its mean
     digit_temperature: float = checked(0.8, positive)  # p(z | digit)'s spread x this (< 1: typical)
 
 

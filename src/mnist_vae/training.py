@@ -401,9 +401,13 @@ def fit_prior(model: VAE, images: np.ndarray, val_images: np.ndarray, cfg: Prior
     if cfg.conditional:
         if labels is None:
             raise ValueError("model.prior.conditional: the per-digit prior needs the labels")
+        if cfg.digit_codes == "mean":  # the encoder's means: no random numbers drawn
+            codes, labels = np.asarray(model.encode(images)[0], np.float64), labels
+        else:
+            labels = np.tile(labels, cfg.fit_samples)
         mixtures, digit_facts = fit_digit_mixtures(
-            codes, np.tile(labels, cfg.fit_samples), cfg.components_per_digit, cfg.covariance,
-            cfg.fit_iterations, seed, cfg.digit_temperature)
+            codes, labels, cfg.components_per_digit, cfg.covariance, cfg.fit_iterations, seed,
+            cfg.digit_temperature)
         model.set_digit_prior(mixtures)
         facts["digits"] = digit_facts
     return facts
