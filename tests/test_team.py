@@ -28,7 +28,8 @@ METRIC = "test/bernoulli/neg_elbo"
 
 def _missing(what: str, package: str) -> None:
     """Skip naming the Debian package; under CI fail instead (CI must run these tests)."""
-    message = f"{what} needs the Debian package {package} (make test installs it as root: scripts/install_test_deps.sh)"
+    message = (f"{what} needs the Debian package {package} "
+               "(make test installs it as root: scripts/install_test_deps.sh)")
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)

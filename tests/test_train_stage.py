@@ -22,7 +22,8 @@ TINY = {
     "model": {"latent_dim": 2,
               "encoder": {"filters": [4], "kernel_sizes": [3], "strides": [4]},
               "decoder": {"reshape": [7, 7, 4], "filters": [4], "kernel_sizes": [3],
-                          "strides": [4]}},
+                          "strides": [4]},
+              "prior": {"conditional": False}},  # 64 images: too few per digit
     "train": {"epochs": 2, "batch_size": 16, "learning_rate": 0.01, "progress_samples": 4},
 }
 

@@ -199,7 +199,8 @@ def train(splits: Splits, data_cfg: DataConfig, model_cfg: ModelConfig, cfg: Tra
     final = build_vae(model_cfg)
     final.set_weights(best_weights)
     prior_facts = (fit_prior(final, prior_fit_images(splits, data_cfg),
-                             validation_images(splits, data_cfg), model_cfg.prior, cfg.seed)
+                             validation_images(splits, data_cfg), model_cfg.prior, cfg.seed,
+                             labels=splits.y_train)
                    if placement.is_chief else {"kind": "not fitted: a worker's model is dropped"})
     facts = {
         "epochs_run": state.epochs_done,
