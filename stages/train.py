@@ -16,6 +16,7 @@ from mnist_vae.files import write_json
 
 def main() -> int:
     started = time.perf_counter()
+    tracking.stop_on_sigterm()  # SIGTERM ends the run KILLED, not left RUNNING
     params = load_params()
     paths = params.paths
     with tracking.training_run(params) as run:  # a new MLflow run, FAILED if the block raises
@@ -54,4 +55,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(tracking.run_stage(main, "train"))

@@ -9,6 +9,7 @@ runs in a temporary copy, else the git top level, else the working directory).
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import sys
 import threading
@@ -127,12 +128,35 @@ def check_reachable(uri: str, timeout_s: float) -> None:
         )
 
 
+def bound_requests(timeout_s: float) -> None:
+    """Bound every later MLflow HTTP call to ~timeout_s: one attempt, one quick retry.
+
+    MLflow reads these variables on each request; its defaults (120 s, 7 retries with
+    exponential backoff) let a sick server hang a stage for minutes.
+    """
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(max(1, math.ceil(timeout_s)))
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "1"
+    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "1"
+    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_JITTER"] = "0"
+
+
 def connect(cfg: TrackingConfig, root: Path) -> str:
-    """Point MLflow at the store (failing fast) and return the experiment's id."""
+    """Point MLflow at the store (failing fast, every call bounded) and return the experiment."""
     uri = tracking_uri(root)
+    bound_requests(cfg.server_timeout_s)
     check_reachable(uri, cfg.server_timeout_s)
     use_store(uri)
-    return ensure_experiment(cfg.experiment, uri)
+    try:
+        return ensure_experiment(cfg.experiment, uri)
+    except TrackingError:
+        raise
+    except Exception as err:  # e.g. a server that answers /health but stalls the rest
+        raise TrackingError(
+            f"MLflow store {redact(uri)} failed the experiment lookup (bounded by "
+            f"tracking.server_timeout_s={cfg.server_timeout_s:g}): "
+            f"{(str(err).splitlines() or [''])[0][:200]}. "
+            "Check the server (its logs, its database), then rerun."
+        ) from None
 
 
 def ensure_experiment(name: str, uri: str) -> str:
