@@ -37,6 +37,8 @@ def main() -> int:
         except training.TrainingDiverged as err:
             print(f"train: {err}", file=sys.stderr)
             raise SystemExit(1) from None
+        resumed = result.history[:result.facts["resumed_from_epoch"]]  # epochs of a killed run
+        tracking.log_epochs([training.keras_logs(record) for record in resumed])
         result.facts["stage_wall_time_s"] = round(time.perf_counter() - started, 2)
         training.save_model(result.model, paths.model)
         training.write_progress(paths.progress, result.progress)

@@ -9,6 +9,7 @@ prints the time to fail (docs/reliability.md quotes these figures).
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import shutil
 import signal
@@ -19,9 +20,11 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from mlflow.tracking import MlflowClient
 
-from helpers import unused_port
+from helpers import copy_repo, pipeline_env, run_stage, set_params, unused_port
 from mlflow_helpers import VENV_BIN, subprocess_env
 from test_mlflow_e2e import _start, _stop, _wait_ready
 
@@ -63,8 +66,6 @@ def _opened_run(proc: subprocess.Popen) -> str:
 
 
 def _status(uri: str, run_id: str):
-    from mlflow.tracking import MlflowClient
-
     return MlflowClient(uri).get_run(run_id)
 
 
@@ -202,3 +203,52 @@ def test_a_run_orphaned_by_sigkill_is_closed_by_the_next_start(tmp_path, sqlite_
     assert len(said) == 1 and "marked KILLED" in said[0], err
     new_run = out.split()[1]
     assert _status(sqlite_uri, new_run).info.status == "FINISHED"
+
+
+# --- the real train stage, SIGKILLed after its first epoch ---------------------------------
+
+RESUMABLE = {
+    "data": {"val_size": 200, "train_limit": 1800, "test_limit": 8},
+    "model": {"latent_dim": 2,
+              "encoder": {"filters": [4], "kernel_sizes": [3], "strides": [4]},
+              "decoder": {"reshape": [7, 7, 4], "filters": [4], "kernel_sizes": [3],
+                          "strides": [4]}},
+    "train": {"epochs": 2, "batch_size": 16, "learning_rate": 0.01, "progress_samples": 4},
+}
+
+
+@pytest.mark.slow
+def test_train_killed_after_epoch_one_resumes_with_the_whole_curve_and_closes_the_orphan(
+        tmp_path):
+    repo = copy_repo(tmp_path / "repo")
+    set_params(repo, RESUMABLE)
+    rng = np.random.default_rng(0)
+    (repo / "data").mkdir(exist_ok=True)
+    np.savez(repo / "data" / "mnist.npz",
+             x_train=rng.integers(0, 256, (2000, 28, 28), dtype=np.uint8),
+             y_train=rng.integers(0, 10, 2000, dtype=np.uint8),
+             x_test=rng.integers(0, 256, (8, 28, 28), dtype=np.uint8),
+             y_test=rng.integers(0, 10, 8, dtype=np.uint8))
+    env = pipeline_env(repo)
+    proc = subprocess.Popen([sys.executable, "stages/train.py"], cwd=repo, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not list((repo / ".checkpoints").glob("*/checkpoint.npz")):
+        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint"
+        time.sleep(0.01)
+    proc.kill()
+    proc.wait(timeout=60)
+    (checkpoint,) = (repo / ".checkpoints").glob("*/checkpoint.npz")
+    with np.load(checkpoint) as npz:
+        assert json.loads(str(npz["state"]))["epochs_done"] == 1  # of 2
+
+    resumed = run_stage(repo, "train", env)
+    assert "1 epochs done" in resumed.stdout
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    run_id = json.loads((repo / "models" / "mlflow_run.json").read_text())["run_id"]
+    history = client.get_metric_history(run_id, "val_loss")
+    assert sorted(m.step for m in history) == [0, 1]
+    (orphan,) = [r for r in client.search_runs(
+        [client.get_run(run_id).info.experiment_id]) if r.info.run_id != run_id]
+    assert orphan.info.status == "KILLED"
+    assert [line for line in resumed.stderr.splitlines() if orphan.info.run_id in line]

@@ -216,6 +216,12 @@ def epoch_metrics_callback():
     return EpochMetrics()
 
 
+def log_epochs(epochs: list[dict[str, float]]) -> None:
+    """Per-epoch metrics done before a resume (step = epoch index), so the run has the curve."""
+    for step, logs in enumerate(epochs):
+        mlflow.log_metrics(logs, step=step)
+
+
 def numeric_items(data: Any, prefix: str = "", sep: str = "/") -> dict[str, float]:
     """Finite numbers in nested JSON, flattened to `a/b` keys (booleans and strings skipped)."""
     out: dict[str, float] = {}

@@ -18,8 +18,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mnist_vae.checkpoints import (CHECKPOINT_FILE, CheckpointMismatch, TrainState,
-                                   load_checkpoint, save_checkpoint, set_aside)
+from mnist_vae.checkpoints import (
+    CHECKPOINT_FILE,
+    CheckpointMismatch,
+    TrainState,
+    load_checkpoint,
+    save_checkpoint,
+    set_aside,
+)
 from mnist_vae.config import DataConfig, ModelConfig, TrainConfig
 from mnist_vae.data import Splits
 from mnist_vae.files import atomic_path
@@ -222,7 +228,7 @@ def train(splits: Splits, data_cfg: DataConfig, model_cfg: ModelConfig, cfg: Tra
 
 
 def keras_logs(record: dict[str, float]) -> dict[str, float]:
-    """An epoch's record as Keras logged it (`loss`, `val_loss`): the names MLflow's callback uses."""
+    """An epoch record as Keras logged it (`loss`, `val_loss`), as MLflow's callback names it."""
     logs = {}
     for name in METRICS:
         logs[name], logs[f"val_{name}"] = record[f"train/{name}"], record[f"val/{name}"]
