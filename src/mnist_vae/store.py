@@ -3,14 +3,18 @@
 `MLFLOW_TRACKING_URI` when set (a team server), else the embedded store
 `sqlite:///<root>/mlflow.db` with artifacts in `<root>/mlartifacts`, where <root> is the
 repository (`DVC_ROOT`, which `dvc exp run` points at the real repository even when the stage
-runs in a temporary copy, else the git top level, else the working directory).
+runs in a temporary copy, else the git top level, else the working directory). A copy of
+the repository moves its copied store's artifact locations to its own `mlartifacts/`. Every
+MLflow HTTP call is bounded by `tracking.server_timeout_s`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import math
 import os
+import sqlite3
 import sys
 import threading
 import urllib.error
@@ -140,10 +144,48 @@ def bound_requests(timeout_s: float) -> None:
     os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_JITTER"] = "0"
 
 
+# Where MLflow's SQLite schema records absolute artifact locations.
+ARTIFACT_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),
+                    ("model_versions", "storage_location"), ("model_versions", "source"),
+                    ("logged_models", "artifact_location"))
+
+
+def relocate_copied_store(root: Path) -> None:
+    """Point a copied repository's own store at its own `mlartifacts/`, not the original's.
+
+    The SQLite store records absolute artifact locations, so without this a copy of the
+    repository (with its mlflow.db) would write its artifacts into the source repository.
+    """
+    database = Path(root).resolve() / STORE_FILE
+    if not database.is_file():
+        return
+    mine = (database.parent / ARTIFACTS_DIR).as_uri()
+    with contextlib.closing(sqlite3.connect(database, timeout=30)) as db, db:
+        try:
+            found = {row[0] for row in db.execute(
+                "SELECT artifact_location FROM experiments WHERE artifact_location LIKE ?",
+                (f"%/{ARTIFACTS_DIR}",))}
+        except sqlite3.OperationalError:  # no schema yet: MLflow creates it
+            return
+        for theirs in sorted(found - {mine}):
+            if not theirs.startswith("file://"):
+                continue
+            for table, column in ARTIFACT_COLUMNS:
+                with contextlib.suppress(sqlite3.OperationalError):  # table of another version
+                    db.execute(f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                               f"WHERE {column} = ? OR substr({column}, 1, ?) = ?",
+                               (mine, len(theirs) + 1, theirs, len(theirs) + 1, theirs + "/"))
+            print(f"tracking: {database} was copied from another repository; its artifacts now "
+                  f"go to {mine} instead of {theirs} (copy that directory here for the older "
+                  "runs' files)", file=sys.stderr)
+
+
 def connect(cfg: TrackingConfig, root: Path) -> str:
     """Point MLflow at the store (failing fast, every call bounded) and return the experiment."""
     uri = tracking_uri(root)
     bound_requests(cfg.server_timeout_s)
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        relocate_copied_store(root)
     check_reachable(uri, cfg.server_timeout_s)
     use_store(uri)
     try:
