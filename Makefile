@@ -26,8 +26,9 @@ $(STAMP): requirements.lock pyproject.toml scripts/venv_path.pth
 
 setup: $(STAMP)  ## Create .venv and install the locked dependencies
 
-repro: $(STAMP)  ## Run the whole pipeline (dvc repro)
+repro: $(STAMP)  ## Run the whole pipeline (dvc repro), then summarise what it built
 	$(BIN)/dvc repro
+	@$(BIN)/python -m mnist_vae.summary
 
 exp: $(STAMP)  ## Run a DVC experiment with a config overlay: make exp CONFIG=configs/seed-article.yaml
 	@test -n "$(CONFIG)" || { echo "usage: make exp CONFIG=configs/<name>.yaml"; exit 2; }
@@ -50,10 +51,11 @@ ui: $(STAMP)  ## Serve the MLflow UI on http://127.0.0.1:$(PORT) over the local 
 		--backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
 		--default-artifact-root $(CURDIR)/mlartifacts --host 127.0.0.1 --port $(PORT)
 
-plots: $(STAMP)  ## Render every DVC plot to dvc_plots/index.html
+plots: $(STAMP)  ## Render every DVC plot to dvc_plots/index.html (draws offline: plots_template/)
 	$(BIN)/dvc plots show
 
-retrain: $(STAMP)  ## Pull, reproduce, push on main, and report what changed (as CI does)
+# COMMIT=1 commits dvc.lock and the metrics: on main, the command that refreshes what git carries
+retrain: $(STAMP)  ## Pull, reproduce, push on main, report against main; COMMIT=1 commits the lock
 	PATH="$(CURDIR)/$(BIN):$$PATH" DVC=$(BIN)/dvc scripts/retrain.sh
 
 $(VENV)/.bench-installed: $(STAMP) pyproject.toml

@@ -63,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="the built repository whose `dvc repro` is timed (default: this one)")
     p.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     p.add_argument("--readme", type=Path, default=None,
-                   help="refresh the Benchmark block of this page (docs/benchmark.md) (reference runs only)")
+                   help="refresh this page's Benchmark block (reference runs only)")
     args = p.parse_args(argv)
     if args.smoke:
         for key, value in SMOKE.items():

@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
 # Retrain and report: the steps of .github/workflows/retrain.yml, runnable on any machine
-# (`make retrain`). Pull what the DVC remote has, reproduce the pipeline, push on main,
-# then write a Markdown report of what changed against BASE.
+# (`make retrain`). Pull what the DVC remote has, reproduce the pipeline, push, write a
+# Markdown report of what changed against BASE, and (COMMIT=1) commit the new dvc.lock and
+# metrics, so the branch carries what it was retrained to.
 #
 #   BASE    git revision to diff params and metrics against (default: origin/main, else main)
 #   PUSH    1 = dvc push, 0 = never, auto = only on branch main (default: auto)
+#   COMMIT  1 = commit dvc.lock and the cache: false metrics when they changed (default: 0)
 #   REPORT  where the Markdown report goes (default: reports/retrain.md); also printed
 #   RETRAIN_CONFIG  a params overlay (e.g. configs/ci.yaml) to retrain with, through
-#           `dvc exp run -S ...`; empty = params.yaml as committed (`dvc repro`)
+#           `dvc exp run -S ...`; empty = params.yaml as committed (`dvc repro`). A lock built
+#           from an overlay is never committed: it describes params that are not in git.
 set -euo pipefail
 
 DVC=${DVC:-dvc}
 REPORT=${REPORT:-reports/retrain.md}
 PUSH=${PUSH:-auto}
+COMMIT=${COMMIT:-0}
 if [ -z "${BASE:-}" ]; then
   if git rev-parse -q --verify origin/main >/dev/null; then BASE=origin/main; else BASE=main; fi
 fi
@@ -42,37 +46,26 @@ if has_remote && { [ "$PUSH" = 1 ] || { [ "$PUSH" = auto ] && [ "$branch" = main
   "$DVC" push
 fi
 
-ran=$(sed -n "s/^Running stage '\([^']*\)'.*/\1/p" "$repro_log" | paste -sd, - | sed 's/,/, /g')
-skipped=$(sed -nE "s/^(Stage '([^']*)' didn't change, skipping|Restored stage '([^']*)' from run-cache).*/\2\3/p" \
-  "$repro_log" | paste -sd, - | sed 's/,/, /g')
-run_id=$(python -c 'import json,sys; print(json.load(open(sys.argv[1])).get("run_id",""))' \
-  models/mlflow_run.json 2>/dev/null || true)
-registered=$(python -c 'import json,sys; r=json.load(open(sys.argv[1]))
-print("%s version %s (%s)" % (r["model"], r["version"], ", ".join(r["aliases"])))' \
-  models/registered.json 2>/dev/null || true)
+python scripts/retrain_report.py --base "$BASE" --repro-log "$repro_log" \
+  --overlay "${RETRAIN_CONFIG:-}" --out "$REPORT"
 
-mkdir -p "$(dirname "$REPORT")"
-{
-  echo "## Retrain report: \`$(git rev-parse --short HEAD)\` against \`$BASE\`"
-  echo
-  [ -n "${RETRAIN_CONFIG:-}" ] && echo "- params overlay: \`$RETRAIN_CONFIG\`"
-  echo "- stages run: ${ran:-none}"
-  echo "- stages unchanged or restored from cache: ${skipped:-none}"
-  [ -n "$run_id" ] && echo "- MLflow run: \`$run_id\`"
-  [ -n "$registered" ] && echo "- registered: $registered"
-  echo
-  echo "### Params changed"
-  echo
-  params=$("$DVC" params diff "$BASE" --md 2>&1 | sed '/^$/d' || true)
-  echo "${params:-No param differs from \`$BASE\`.}"
-  echo
-  echo "### Metrics"
-  echo
-  metrics=$("$DVC" metrics diff "$BASE" --md --precision 3 2>&1 | sed '/^$/d' || true)
-  echo "${metrics:-No metric differs from \`$BASE\`.}"
-  if [ -f plots/samples.png ]; then
-    echo
-    echo "Digits drawn from the prior: \`plots/samples.png\`"
+if [ "$COMMIT" = 1 ]; then
+  if [ -n "${RETRAIN_CONFIG:-}" ]; then
+    log "not committing: this lock comes from the overlay $RETRAIN_CONFIG, not params.yaml"
+    exit 0
   fi
-} > "$REPORT"
-cat "$REPORT"
+  # dvc.lock and the metrics, plus any .gitignore entry DVC added for a new output; only
+  # these, whatever else is staged
+  mapfile -t paths < <(python scripts/committed_outputs.py
+                       git ls-files --modified --others --exclude-standard -- '*.gitignore')
+  git add -- "${paths[@]}"
+  if git diff --cached --quiet -- "${paths[@]}"; then
+    log "dvc.lock and metrics already match this build: nothing to commit"
+  else
+    changed=$(python scripts/retrain_report.py --base "$BASE" --summary-line)
+    git commit -q -m "retrain: dvc.lock and metrics for $(git rev-parse --short HEAD)" \
+      -m "$changed" -m "Written by scripts/retrain.sh (make retrain COMMIT=1) after dvc repro." \
+      -- "${paths[@]}"
+    log "committed $(git rev-parse --short HEAD): $(git diff-tree --no-commit-id --name-only -r HEAD | paste -sd' ')"
+  fi
+fi

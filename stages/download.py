@@ -10,6 +10,7 @@ import sys
 
 from mnist_vae.config import ConfigError, load_params
 from mnist_vae.download import DownloadError, download_mnist, resolve_sources, save_mnist
+from mnist_vae.files import DiskFullError
 
 
 def main() -> int:
@@ -19,7 +20,7 @@ def main() -> int:
         sources = resolve_sources(params.download, os.environ)
         mnist = download_mnist(sources, params.download)
         save_mnist(mnist, params.paths.data, params.paths.provenance)
-    except (ConfigError, DownloadError) as err:
+    except (ConfigError, DownloadError, DiskFullError) as err:
         print(f"download failed: {err}", file=sys.stderr)
         return 1
     shapes = ", ".join(f"{k} {'x'.join(map(str, a.shape))}" for k, a in mnist.arrays.items())

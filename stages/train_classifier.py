@@ -6,13 +6,15 @@ from mnist_vae.classifier import accuracy, save_classifier, train_classifier
 from mnist_vae.config import load_params
 from mnist_vae.data import load_splits
 from mnist_vae.files import write_json
+from mnist_vae.progress import keras_verbose
 
 
 def main() -> None:
     params = load_params()
     # Grey pixels whatever data.binarize says: the classifier judges decoder means.
     splits = load_splits(params.paths.data, dataclasses.replace(params.data, binarize="none"))
-    model, facts = train_classifier(splits.x_train, splits.y_train, params.classifier)
+    model, facts = train_classifier(splits.x_train, splits.y_train, params.classifier,
+                                    verbose=keras_verbose())  # a bar, or a line per epoch in a log
     metrics = {key: facts.pop(key) for key in ("train_accuracy", "train_loss")}
     metrics["val_accuracy"] = accuracy(model, splits.x_val, splits.y_val)
     metrics["test_accuracy"] = accuracy(model, splits.x_test, splits.y_test)

@@ -358,3 +358,23 @@ def test_prior_ablation_charges_a_misplaced_prior():
     standard = score(UnderPrior(model, GaussianMixture.standard(2)), view, 20, 1000, 0)
     assert standard["kl"] > own["kl"] + 1.0
     assert standard["iwae_nll"] > own["iwae_nll"] + 1.0
+
+
+@pytest.mark.slow
+def test_serve_load_measures_a_real_server_against_a_baseline_revision(tmp_path):
+    """A short run of the load test: both servers answer every request, figures are filled."""
+    from benchmarks import serve_load
+
+    out = tmp_path / "serve.json"
+    assert serve_load.main(["--requests", "24", "--threads", "3", "--rows", "4",
+                            "--baseline", "HEAD", "--out", str(out)]) == 0
+    import json
+
+    results = json.loads(out.read_text())
+    for run in ("baseline", "current"):
+        figures = results[run]
+        assert figures["ok"] == 24 and figures["errors"] == 0
+        assert 0 < figures["p50_ms"] <= figures["p99_ms"]
+        assert figures["requests_per_s"] > 0 and figures["peak_rss_mb"] > 100
+    assert set(results["ratios"]) == {"p50", "p99", "throughput"}
+    assert results["cpu"] and results["rows_per_request"] == 4

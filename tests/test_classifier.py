@@ -1,5 +1,7 @@
 """The digit classifier: it learns a tiny synthetic task, exposes its features, saves safely."""
 
+import time
+
 import keras
 import numpy as np
 import pytest
@@ -57,6 +59,24 @@ def test_saved_classifier_loads_with_the_same_predictions(tmp_path):
     x, _ = _synthetic_digits(10, seed=3)
     np.testing.assert_allclose(predict(load_classifier(path), x).probs, predict(model, x).probs,
                                rtol=1e-6)
+
+
+def test_two_saves_of_equal_classifiers_give_the_same_bytes(tmp_path):
+    """Keras stamps the save time and memory addresses into the zip; dvc.lock must hash the
+    model, not the moment or the process."""
+    first, second = tmp_path / "a.keras", tmp_path / "b.keras"
+    keras.backend.clear_session()  # layer names as in a fresh process: conv2d, conv2d_1, ...
+    keras.utils.set_random_seed(0)
+    save_classifier(build_classifier(TINY), first)
+    time.sleep(2.1)  # past the zip format's 2-second and Keras's 1-second time resolution
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(0)
+    model = build_classifier(TINY)  # equal weights, other Python objects
+    save_classifier(model, second)
+    assert first.read_bytes() == second.read_bytes()
+    x, _ = _synthetic_digits(5, seed=4)
+    np.testing.assert_allclose(predict(load_classifier(second), x).probs,
+                               predict(model, x).probs, rtol=1e-6)
 
 
 def test_loading_refuses_missing_files_and_models_without_features(tmp_path):

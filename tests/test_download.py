@@ -30,10 +30,12 @@ from helpers import (
 from idx_writer import encode_idx
 from mnist_vae.config import DownloadConfig
 from mnist_vae.download import (
+    CANONICAL_IDX_SHA256,
     CANONICAL_SHA256,
     MANIFEST,
     MNIST_FILES,
     SOURCE_ENV,
+    UNVERIFIED,
     DownloadError,
     Mnist,
     Source,
@@ -414,7 +416,9 @@ def test_stage_failure_is_one_clean_message_with_no_outputs(tmp_path, serve, rep
     assert "Traceback" not in result.stderr
     assert f"  - {broken.url}: HTTP 500" in result.stderr
     assert f"  - http://127.0.0.1:{refused}/mnist/: connection refused" in result.stderr
-    assert "MNIST_VAE_SOURCE=../shared/datasets/mnist" in result.stderr
+    assert "set MNIST_VAE_SOURCE to a directory or http(s) URL" in result.stderr
+    assert "`MNIST_VAE_SOURCE=/path/to/mnist make repro`" in result.stderr
+    assert "../shared" not in result.stderr  # only this repository's dev machines have it
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
 
 
@@ -466,3 +470,72 @@ def test_dvc_repro_download_from_the_local_mirror(downloaded_repo, shared_mirror
     clone = clone_repo(repo, tmp_path / "clone")  # what later e2e tests start from
     status = run_dvc(clone, "status", "download", env=pipeline_env(clone))
     assert "Data and pipelines are up to date." in status.stdout
+
+
+# --- what the provenance claims ------------------------------------------------------------
+
+def test_well_formed_but_not_canonical_files_are_recorded_as_unverified(serve, caplog):
+    server = serve(files={**FILES, MANIFEST: manifest_text(SUMS).encode()})
+    with caplog.at_level(logging.WARNING):
+        mnist = fetch(custom_source(server.url))
+    assert_is_fake_mnist(mnist)
+    assert mnist.provenance["dataset"] == UNVERIFIED != "MNIST"
+    assert mnist.provenance["verification"]["idx_sha256"].startswith(f"{UNVERIFIED}: ")
+    for name in NAMES:
+        assert name in mnist.provenance["verification"]["idx_sha256"]
+        assert mnist.provenance["files"][name]["canonical_idx"] is False
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.startswith("warning: the data is MNIST-format but not verified MNIST")
+
+
+def test_the_local_mirror_is_verified_file_by_file(shared_mirror, caplog):
+    """Its test files and training labels are MNIST's bytes; its training images are a rebuild."""
+    with caplog.at_level(logging.WARNING):
+        mnist = download_mnist([custom_source(str(shared_mirror))], CONFIG)
+    files = mnist.provenance["files"]
+    assert {name: files[name]["canonical_idx"] for name in NAMES} == {
+        "train-images-idx3-ubyte.gz": False, "train-labels-idx1-ubyte.gz": True,
+        "t10k-images-idx3-ubyte.gz": True, "t10k-labels-idx1-ubyte.gz": True}
+    assert mnist.provenance["dataset"] == UNVERIFIED
+    assert mnist.provenance["verification"]["idx_sha256"] == (
+        f"{UNVERIFIED}: train-images-idx3-ubyte.gz differ from canonical MNIST")
+    assert any("train-images-idx3-ubyte.gz does not match the canonical MNIST SHA-256"
+               in r.getMessage() for r in caplog.records)
+
+
+def test_the_canonical_idx_table_is_consistent_with_the_local_mirrors_real_files(shared_mirror):
+    for file in MNIST_FILES:
+        payload = gzip.decompress((shared_mirror / file.name).read_bytes())
+        matches = hashlib.sha256(payload).hexdigest() == CANONICAL_IDX_SHA256[file.name]
+        assert matches == (file.key != "x_train")
+
+
+def test_mnist_is_claimed_only_when_every_payload_is_in_the_canonical_table(
+        serve, monkeypatch, caplog):
+    """The table decides: with the fake files' payload sums in it, they count as verified."""
+    payload_sums = {name: hashlib.sha256(gzip.decompress(data)).hexdigest()
+                    for name, data in FILES.items()}
+    monkeypatch.setattr("mnist_vae.download.CANONICAL_IDX_SHA256", payload_sums)
+    with caplog.at_level(logging.WARNING):
+        mnist = fetch(mirror(serve().url))
+    assert mnist.provenance["dataset"] == "MNIST"
+    assert mnist.provenance["verification"]["idx_sha256"] == (
+        "all four IDX payloads are canonical MNIST")
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_the_download_stage_warns_and_the_run_tags_carry_the_verdict(tmp_path, repo_root,
+                                                                      shared_mirror):
+    from mnist_vae.provenance import provenance_checksums
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "params.yaml").write_text("download:\n  connect_timeout_s: 0.5\n")
+    result = run([sys.executable, repo_root / "stages" / "download.py"], work,
+                 pipeline_env(repo_root, MNIST_VAE_SOURCE=str(shared_mirror)), timeout=120)
+    assert ("download: warning: the data is MNIST-format but not verified MNIST: "
+            "train-images-idx3-ubyte.gz does not match") in result.stderr
+    provenance = json.loads((work / "data" / "provenance.json").read_text())
+    assert provenance["dataset"] == UNVERIFIED
+    tags = provenance_checksums(work / "data" / "provenance.json")
+    assert tags["verification.idx_sha256"] == provenance["verification"]["idx_sha256"]

@@ -5,6 +5,9 @@ import struct
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from idx_writer import encode_idx
 from mnist_vae.idx import (
@@ -97,3 +100,74 @@ def test_truncated_gzip_is_rejected_with_the_file_name():
 def test_the_fixture_writer_takes_only_uint8_arrays():
     with pytest.raises(ValueError, match="only uint8"):
         encode_idx(np.zeros(3, dtype=np.float32))
+
+
+# --- properties: only IdxError, never a silently wrong array ---------------------------------
+
+PROPERTY = settings(max_examples=300, deadline=None)
+small_arrays = hnp.arrays(np.uint8, hnp.array_shapes(min_dims=1, max_dims=4, min_side=0,
+                                                     max_side=6))
+
+
+@PROPERTY
+@given(small_arrays)
+def test_any_uint8_array_round_trips(array):
+    parsed = parse_idx(encode_idx(array), "x", ndim=array.ndim)
+    assert parsed.dtype == np.uint8 and parsed.shape == array.shape
+    np.testing.assert_array_equal(parsed, array)
+
+
+@PROPERTY
+@given(st.binary(max_size=200), st.one_of(st.none(), st.integers(1, 4)))
+def test_arbitrary_bytes_give_idx_error_or_an_array_that_is_exactly_those_bytes(raw, ndim):
+    try:
+        array = parse_idx(raw, "x", ndim=ndim)
+    except IdxError as err:
+        assert str(err).startswith("x: ")
+        return
+    assert encode_idx(array) == raw  # nothing dropped, nothing invented
+    assert ndim is None or array.ndim == ndim
+
+
+@PROPERTY
+@given(small_arrays, st.data())
+def test_a_cut_or_extended_file_is_always_an_error(array, data):
+    raw = encode_idx(array)
+    cut = data.draw(st.integers(0, len(raw) - 1))
+    with pytest.raises(IdxError):
+        parse_idx(raw[:cut], "x")
+    extra = data.draw(st.binary(min_size=1, max_size=8))
+    with pytest.raises(IdxError, match="trailing bytes"):
+        parse_idx(raw + extra, "x")
+
+
+@PROPERTY
+@given(small_arrays, st.data())
+def test_a_corrupted_header_byte_is_an_error_or_a_consistent_array(array, data):
+    raw = bytearray(encode_idx(array))
+    header = 4 + 4 * array.ndim
+    position = data.draw(st.integers(0, header - 1))
+    raw[position] = data.draw(st.integers(0, 255).filter(lambda b: b != raw[position]))
+    try:
+        parsed = parse_idx(bytes(raw), "x")
+    except IdxError:
+        return
+    assert encode_idx(parsed) == bytes(raw)
+
+
+@PROPERTY
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_as_gzip_give_idx_error_or_bytes(data):
+    try:
+        parse_idx_gz(data, "x.gz")
+    except IdxError as err:
+        assert str(err).startswith("x.gz: ")
+
+
+@PROPERTY
+@given(small_arrays, st.data())
+def test_a_truncated_gzip_stream_is_an_error(array, data):
+    packed = gzip.compress(encode_idx(array), mtime=0)
+    cut = data.draw(st.integers(0, len(packed) - 1))
+    with pytest.raises(IdxError):
+        parse_idx_gz(packed[:cut], "x.gz")

@@ -17,7 +17,7 @@ from mnist_vae.config import (
     PriorConfig,
     parse_section,
 )
-from mnist_vae.model import VAE, build_vae, load_vae
+from mnist_vae.model import VAE, ModelFileError, build_vae, load_vae
 from mnist_vae.prior import GaussianMixture
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -79,8 +79,10 @@ def test_sample_is_deterministic_per_seed(vae):
 
 
 def test_save_then_load_in_a_fresh_process_gives_identical_outputs(vae, tmp_path):
+    from mnist_vae.training import save_model  # the train stage's way: no save time inside
+
     path = tmp_path / "vae.keras"
-    vae.save(path)
+    save_model(vae, path)
     x = _images(4, seed=3)
     np.save(tmp_path / "x.npy", x)
     expected = {"mean": np.asarray(vae.encode(x)[0]), "recon": np.asarray(vae.reconstruct(x)),
@@ -214,3 +216,37 @@ def test_standard_prior_has_one_n01_component():
     model = build_vae(dataclasses.replace(TINY, prior=PriorConfig(kind="standard")))
     prior = model.prior_distribution()
     assert prior.components == 1 and prior.is_standard
+
+
+# --- a damaged model file says so, and how to rebuild it ---------------------------------------
+
+@pytest.mark.parametrize("keep", [0, 100, 0.5, -1])
+def test_a_truncated_model_file_is_reported_as_corrupt_not_missing(tmp_path, tiny_vae_file,
+                                                                    keep):
+    whole = tiny_vae_file.read_bytes()
+    path = tmp_path / "vae.keras"
+    path.write_bytes(whole[:int(len(whole) * keep) if isinstance(keep, float) else keep])
+    with pytest.raises(ModelFileError) as err:
+        load_vae(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: corrupt or truncated (")
+    assert "dvc repro -f train" in message and "dvc pull" in message
+    assert "File not found" not in message and "\n" not in message
+
+
+def test_a_model_file_with_a_damaged_member_is_reported_as_corrupt(tmp_path, tiny_vae_file):
+    import zipfile
+
+    path = tmp_path / "vae.keras"
+    path.write_bytes(tiny_vae_file.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        member = max(archive.infolist(), key=lambda i: i.compress_size)
+        start = member.header_offset + 30 + len(member.filename) + len(member.extra)
+    raw = bytearray(path.read_bytes())
+    for i in range(start + 16, start + 48):
+        raw[i] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ModelFileError) as err:
+        load_vae(path)
+    assert str(err.value).startswith(f"{path}: corrupt or incompatible, Keras cannot load it (")
+    assert "dvc repro -f train" in str(err.value)

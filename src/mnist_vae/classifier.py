@@ -14,7 +14,7 @@ import keras
 import numpy as np
 
 from mnist_vae.config import ClassifierConfig
-from mnist_vae.files import atomic_path
+from mnist_vae.files import atomic_path, canonical_keras_file
 
 FEATURES_LAYER = "features"
 NUM_CLASSES = 10
@@ -93,9 +93,11 @@ def predict(model: keras.Model, images: np.ndarray, batch_size: int = 1000) -> P
 
 
 def save_classifier(model: keras.Model, path: str | Path) -> None:
-    """Write the native .keras file atomically: a killed run leaves no half-written model."""
+    """Write the native .keras file atomically (a killed run leaves no half-written model) and
+    reproducibly (the same weights give the same bytes)."""
     with atomic_path(path) as tmp:
         model.save(tmp)
+        canonical_keras_file(tmp)
 
 
 def load_classifier(path: str | Path) -> keras.Model:

@@ -8,6 +8,7 @@ wrong types and out-of-range values fail with a message naming the key path.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -18,16 +19,61 @@ from typing import Any, Literal
 import yaml
 
 PARAMS_FILE = "params.yaml"
+SEED_LIMIT = 2**32  # numpy's legacy seeding (Keras' set_random_seed) takes seeds below this
+MNIST_TRAIN_IMAGES = 60_000
+MNIST_TEST_IMAGES = 10_000
 
 
 class YamlLoader(yaml.SafeLoader):
-    """SafeLoader that also reads YAML 1.2 floats such as `5e-05`.
+    """SafeLoader that reads scalars as YAML 1.2 (DVC's reader) does, or refuses them.
 
-    PyYAML follows YAML 1.1, where a float needs a dot, so `5e-05` (how `dvc exp run -S`
-    writes 0.00005 back) would load as a string.
+    PyYAML follows YAML 1.1: a float needs a dot, so `5e-05` (how `dvc exp run -S` writes
+    0.00005 back) would load as a string; `yes`/`on` are booleans and `010` is octal, where
+    YAML 1.2 reads the strings "yes"/"on" and the integer 10. Such scalars load as
+    `_Ambiguous` and are refused by the schema, naming the key. A mapping that repeats a key
+    is refused here, as DVC refuses it, instead of the last value silently winning.
     """
 
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} on lines {seen[key]} and {line}: DVC "
+                    "refuses such a file; keep one of them", key_node.start_mark)
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
 
+
+class _Ambiguous(str):
+    """A scalar that YAML 1.1 (PyYAML) and YAML 1.2 (DVC) read differently."""
+
+    def problem(self) -> str:
+        if _YAML11_BOOL.match(self):
+            return (f"{self!s} is a boolean in YAML 1.1 but the string {self!r} for DVC (YAML "
+                    f"1.2); write true or false (or quote it if a string is meant)")
+        return (f"{self!s} is a number that YAML 1.1 and DVC (YAML 1.2) read differently; "
+                f"write it in decimal without leading zeros (or quote it if a string is meant)")
+
+
+_YAML11_BOOL = re.compile(r"^(?:y|Y|yes|Yes|YES|n|N|no|No|NO|on|On|ON|off|Off|OFF)$")
+_YAML12_BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
+_YAML11_NUMBER = re.compile(r"^(?:[-+]?0[0-9_]+|[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?)$")
+_AMBIGUOUS_TAG = "tag:mnist-vae,2026:yaml11-only"
+
+YamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers
+            if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+YamlLoader.add_implicit_resolver("tag:yaml.org,2002:bool", _YAML12_BOOL, list("tTfF"))
+for _regexp, _first in ((_YAML11_BOOL, "yYnNoO"), (_YAML11_NUMBER, "-+0123456789")):
+    for _char in _first:  # ahead of PyYAML's own int resolver
+        resolvers = YamlLoader.yaml_implicit_resolvers.setdefault(_char, [])
+        resolvers.insert(0, (_AMBIGUOUS_TAG, _regexp))
+YamlLoader.add_constructor(_AMBIGUOUS_TAG, lambda loader, node: _Ambiguous(node.value))
 YamlLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
@@ -61,12 +107,22 @@ def probability(v: Any) -> str | None:
     return None if 0 <= v <= 1 else "must be in [0, 1]"
 
 
+def seed_range(v: Any) -> str | None:
+    return None if 0 <= v < SEED_LIMIT else "must be a seed in [0, 2**32) (numpy's range)"
+
+
 def all_positive(v: Any) -> str | None:
     return None if all(x > 0 for x in v) else "must contain only values > 0"
 
 
 def non_empty(v: Any) -> str | None:
     return None if len(v) > 0 else "must not be empty"
+
+
+def at_most(limit: int):
+    def check(v: Any) -> str | None:
+        return None if v <= limit else f"must be at most {limit:,}"
+    return check
 
 
 def http_urls(v: Any) -> str | None:
@@ -129,10 +185,22 @@ class DataConfig:
     """How the arrays in `paths.data` become training, validation and test sets."""
 
     val_size: int = checked(5000, positive)
-    split_seed: int = 0
+    split_seed: int = checked(0, seed_range)
     train_limit: int = checked(0, non_negative)  # 0 = all; small values for tests and CI
     test_limit: int = checked(0, non_negative)
     binarize: Literal["none", "static", "dynamic"] = "none"
+
+    def __post_init__(self) -> None:
+        if self.val_size >= MNIST_TRAIN_IMAGES:
+            raise ConfigError(f"data.val_size: {self.val_size} leaves no training images out of "
+                              f"MNIST's {MNIST_TRAIN_IMAGES:,}; lower it")
+        if self.train_limit > MNIST_TRAIN_IMAGES - self.val_size:
+            raise ConfigError(f"data.train_limit: {self.train_limit} is more than the "
+                              f"{MNIST_TRAIN_IMAGES - self.val_size:,} training images left after "
+                              f"data.val_size; lower it, or 0 for all")
+        if self.test_limit > MNIST_TEST_IMAGES:
+            raise ConfigError(f"data.test_limit: {self.test_limit} is more than MNIST's "
+                              f"{MNIST_TEST_IMAGES:,} test images; lower it, or 0 for all")
 
 
 Activation = Literal["relu", "leaky_relu", "silu", "gelu", "elu", "tanh"]
@@ -232,7 +300,7 @@ class ModelConfig:
 class TrainConfig:
     """Optimisation of the VAE."""
 
-    seed: int = 0
+    seed: int = checked(0, seed_range)
     deterministic: bool = True  # TF op determinism; false is faster (see README)
     jit_compile: bool = False  # XLA; Keras allows it only without op determinism
     batch_size: int = checked(64, positive)
@@ -261,17 +329,17 @@ class ClassifierConfig:
     learning_rate: float = checked(1e-3, positive)
     features: int = checked(128, positive)  # width of the penultimate layer (Frechet features)
     dropout: float = checked(0.25, fraction)
-    seed: int = 0
+    seed: int = checked(0, seed_range)
 
 
 @dataclass(frozen=True)
 class EvaluateConfig:
     """Test-set likelihood and sample-quality metrics."""
 
-    seed: int = 0
+    seed: int = checked(0, seed_range)
     batch_size: int = checked(500, positive)  # images per forward pass
     iwae_samples: int = checked(100, positive)  # k importance samples per image
-    iwae_images: int = checked(2000, non_negative)  # seeded test subset; 0 = every test image
+    iwae_images: int = checked(2000, non_negative, at_most(MNIST_TEST_IMAGES))  # 0 = all
     iwae_max_batch: int = checked(5000, positive)  # images x samples decoded at once (memory)
     iwae_views: Literal["all", "trained"] = "all"  # trained: the IWAE on the trained view only
     active_threshold: float = checked(0.01, positive)  # Burda et al.'s covariance criterion
@@ -283,7 +351,7 @@ class EvaluateConfig:
 class RenderConfig:
     """The PNG grids people look at."""
 
-    seed: int = 0
+    seed: int = checked(0, seed_range)
     scale: int = checked(2, positive)  # each MNIST pixel becomes scale x scale screen pixels
     gutter: int = checked(2, non_negative)  # pixels between tiles
     samples_grid: int = checked(10, positive)  # samples.png is grid x grid
@@ -358,6 +426,8 @@ def _type_name(tp: Any) -> str:
 
 def _convert(value: Any, tp: Any, key: str) -> Any:
     """Return `value` as type `tp`, or raise ConfigError naming `key`."""
+    if isinstance(value, _Ambiguous):
+        raise ConfigError(f"{key}: {value.problem()}")
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         return parse_section(tp, value, key)
@@ -382,6 +452,9 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{key}: must be a finite number, got {value!r}; write a "
+                                  f"number such as 0.001")
             return float(value)
     elif tp is str:
         if isinstance(value, str):
@@ -441,13 +514,29 @@ def read_params_mapping(path: str | Path = PARAMS_FILE) -> Any:
     """The raw mapping in `params.yaml`, unvalidated; the only place YAML is read."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file; run from the repository root") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at "
+                          f"offset {err.start}); it must be a YAML text file") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror or err}") from None
     try:
         return yaml.load(text, Loader=YamlLoader)
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+        raise ConfigError(f"{path}: not valid YAML: {_one_line(err)}") from None
+
+
+def _one_line(err: yaml.YAMLError) -> str:
+    """PyYAML's several-line message as one line: the problem and where it is."""
+    problem = getattr(err, "problem", None)
+    mark = getattr(err, "problem_mark", None)
+    if problem is None:
+        return " ".join(str(err).split())
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+    context = getattr(err, "context", None)
+    return f"{context + ': ' if context else ''}{problem}{where}"
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> Params:

@@ -8,6 +8,10 @@ an unreadable file moves on to the next source. A source that fails at the conne
 attempt gets at most `connect_timeout_s + read_timeout_s` to start answering, so an
 unreachable network fails within `len(sources) * (connect + read)` seconds.
 
+The provenance says what was verified: `"dataset": "MNIST"` only when all four decompressed
+IDX payloads have canonical MNIST's SHA-256; any other well-formed files (a custom source
+with its own manifest) are recorded as MNIST-format and unverified, with a warning.
+
 HTTP goes through `requests`: separate connect and read timeouts, redirects and proxy
 settings come with it, and its raw stream gives the `.gz` bytes exactly as served.
 """
@@ -45,36 +49,53 @@ NUM_CLASSES = 10
 MNIST_COUNTS: Mapping[str, int] = {"train": 60_000, "test": 10_000}
 _CHUNK = 1 << 16
 
-_HINT_MIRRORS = (
-    f"Check the network, or set {SOURCE_ENV} to a directory or http(s) URL holding the four "
-    f".gz files and a {MANIFEST} manifest, e.g. {SOURCE_ENV}=../shared/datasets/mnist"
-)
-_HINT_CUSTOM = (
-    f"{SOURCE_ENV} is set, so it replaces the public mirrors: check that it holds the four "
-    f".gz files and a {MANIFEST} manifest that matches them, or unset it to use the mirrors."
-)
-
-
 class MnistFile(NamedTuple):
-    """One of the four files: its array name in `paths.data`, file name, IDX rank, SHA-256."""
+    """One of the four files: its array name in `paths.data`, file name, IDX rank, SHA-256s."""
 
     key: str
     name: str
     ndim: int
     sha256: str  # of the .gz as the public mirrors serve it
+    idx_sha256: str  # of the decompressed IDX payload: what makes the data MNIST
 
 
+# The .gz sums are those of the files on the public mirrors in params.yaml. The IDX sums are
+# of the same files decompressed; three equal the payloads of the local mirror
+# (shared/datasets/mnist, re-gzipped originals), whose training images are a rebuild and differ,
+# so the training images' sum is the one published alike by many independent MNIST loaders.
 MNIST_FILES = (
     MnistFile("x_train", "train-images-idx3-ubyte.gz", 3,
-              "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
+              "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+              "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
     MnistFile("y_train", "train-labels-idx1-ubyte.gz", 1,
-              "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
+              "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+              "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
     MnistFile("x_test", "t10k-images-idx3-ubyte.gz", 3,
-              "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
+              "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+              "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
     MnistFile("y_test", "t10k-labels-idx1-ubyte.gz", 1,
-              "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
+              "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+              "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
 )
 CANONICAL_SHA256: Mapping[str, str] = {f.name: f.sha256 for f in MNIST_FILES}
+CANONICAL_IDX_SHA256: Mapping[str, str] = {f.name: f.idx_sha256 for f in MNIST_FILES}
+VERIFIED = "MNIST"
+UNVERIFIED = "MNIST-format, unverified"
+
+
+_FILE_NAMES = ", ".join(f.name for f in MNIST_FILES)
+_HINT_MIRRORS = (
+    f"Check the network. Without internet access, set {SOURCE_ENV} to a directory or "
+    f"http(s) URL holding the four files ({_FILE_NAMES}) and a {MANIFEST} manifest "
+    f"(`sha256sum *.gz > {MANIFEST}` writes one), e.g. "
+    f"`{SOURCE_ENV}=/path/to/mnist make repro` or "
+    f"`{SOURCE_ENV}=https://files.example.org/mnist/ make repro`."
+)
+_HINT_CUSTOM = (
+    f"{SOURCE_ENV} is set, so it replaces the public mirrors: check that it holds the four "
+    f"files ({_FILE_NAMES}) and a {MANIFEST} manifest that matches them "
+    f"(`sha256sum *.gz > {MANIFEST}`), or unset it to use the mirrors."
+)
 
 
 class DownloadError(RuntimeError):
@@ -170,8 +191,18 @@ def download_mnist(
     for file in MNIST_FILES:
         arrays[file.key], files[file.name] = fetcher.fetch(file, sources)
     check_mnist(arrays, counts)
+    unverified = [name for name, record in files.items() if not record["canonical_idx"]]
+    if unverified:
+        log.warning("warning: the data is MNIST-format but not verified MNIST: %s %s not match "
+                    "the canonical MNIST SHA-256 once decompressed; provenance and the MLflow "
+                    "tag data.provenance.verification.idx_sha256 say '%s'",
+                    ", ".join(unverified), "does" if len(unverified) == 1 else "do", UNVERIFIED)
     provenance = {
-        "dataset": "MNIST",
+        "dataset": UNVERIFIED if unverified else VERIFIED,
+        "verification": {
+            "idx_sha256": (f"{UNVERIFIED}: {', '.join(unverified)} differ from canonical MNIST"
+                           if unverified else "all four IDX payloads are canonical MNIST"),
+        },
         "created_utc": _utc_now(),
         "source_env": next((s.location for s in sources if s.custom), None),
         "files": files,
@@ -247,6 +278,7 @@ class _Fetcher:
         except IdxError as err:
             raise _FileRejected(str(err)) from None
         log.info("%s: %d bytes, SHA-256 verified, from %s", file.name, len(data), where)
+        idx_digest = hashlib.sha256(payload).hexdigest()
         return array, {
             "source": where,
             "checked_against": (source.locate(MANIFEST) if source.checksums is None
@@ -254,8 +286,9 @@ class _Fetcher:
             "canonical_gz": digest == CANONICAL_SHA256[file.name],
             "gz_sha256": digest,
             "gz_bytes": len(data),
-            "idx_sha256": hashlib.sha256(payload).hexdigest(),
+            "idx_sha256": idx_digest,
             "idx_bytes": len(payload),
+            "canonical_idx": idx_digest == CANONICAL_IDX_SHA256[file.name],
             "retrieved_utc": started,
         }
 

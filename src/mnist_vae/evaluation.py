@@ -76,7 +76,7 @@ def elbo_terms(
     rng = np.random.default_rng(seed)
     prior = prior_of(model)
     rec, kl, sse = [], [], []
-    for s in batches(len(view.images), batch_size):
+    for s in batches(len(view.images), batch_size, f"ELBO ({view.name})"):
         x = view.images[s]
         mean, log_var = (to_numpy(t).astype(np.float64) for t in model.encode(x))
         eps = rng.standard_normal(mean.shape)
@@ -111,7 +111,7 @@ def iwae_nll(model: Any, view: View, k: int, max_batch: int, seed: int) -> np.nd
     prior = prior_of(model)
     n_images, n_samples = iwae_plan(k, max_batch)
     out = []
-    for s in batches(len(view.images), n_images):
+    for s in batches(len(view.images), n_images, f"IWAE k={k} ({view.name})"):
         x = view.images[s]
         b = len(x)
         mean, log_var = (to_numpy(t).astype(np.float64) for t in model.encode(x))
@@ -182,7 +182,7 @@ def recognisable(probs: np.ndarray, confidence: float) -> float:
 def prior_samples(model: Any, n: int, seed: int, batch_size: int) -> np.ndarray:
     """Decoder means of n seeded draws z ~ p(z)."""
     z = prior_of(model).sample(n, np.random.default_rng(seed))
-    return decode_means(model, z, batch_size)
+    return decode_means(model, z, batch_size, desc="prior samples")
 
 
 def sample_quality(
@@ -262,7 +262,7 @@ def evaluate_likelihood(
         if "sse" in terms:
             test["sse"] = float(np.mean(terms["sse"]))
     start = time.perf_counter()
-    means, _ = encode(model, views[-1].images, cfg.batch_size)
+    means, _ = encode(model, views[-1].images, cfg.batch_size, desc="active units")
     test["active_units"], _ = active_units(means, cfg.active_threshold)
     test["latent_dim"] = int(means.shape[1])
     seconds["active_units"] = time.perf_counter() - start

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import zipfile
+import zlib
 from pathlib import Path
 
 import keras
@@ -269,12 +271,28 @@ def build_vae(model_cfg: ModelConfig) -> VAE:
     return VAE(model_cfg, name="vae")
 
 
+class ModelFileError(ValueError):
+    """A model file that is there but cannot be loaded; the message says how to rebuild it."""
+
+
+_REBUILD = ("rebuild it with `dvc repro -f train`, or fetch it with `dvc pull` when a DVC "
+            "remote holds it")
+
+
 def load_vae(path: str | Path) -> VAE:
     """Load a VAE saved with `model.save(path)`; importing this module registers the classes."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such model; run `dvc repro train` first")
-    model = keras.models.load_model(path, compile=False)
+    if not zipfile.is_zipfile(path):  # Keras would say "File not found"
+        raise ModelFileError(f"{path}: corrupt or truncated ({path.stat().st_size:,} bytes, "
+                             f"not a whole .keras zip archive); {_REBUILD}")
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError, ValueError, zlib.error) as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise ModelFileError(f"{path}: corrupt or incompatible, Keras cannot load it "
+                             f"({reason}); {_REBUILD}") from err
     if not isinstance(model, VAE):
         raise TypeError(f"{path}: holds a {type(model).__name__}, not a mnist_vae VAE")
     return model

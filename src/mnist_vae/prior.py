@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 from scipy import linalg, special
 
+from mnist_vae.progress import progress
+
 LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -91,11 +93,20 @@ def fit_mixture(codes: np.ndarray, components: int, covariance: str, max_iter: i
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.mixture import GaussianMixture as SkMixture
 
+    class EMWithProgress(SkMixture):
+        """scikit-learn's EM, advancing a bar after each iteration (its per-iteration hook)."""
+
+        def _print_verbose_msg_iter_end(self, n_iter, diff_ll):
+            bar.update()
+            super()._print_verbose_msg_iter_end(n_iter, diff_ll)
+
     require_enough_codes(len(codes), components)
     start = time.perf_counter()
-    sk = SkMixture(components, covariance_type=covariance, max_iter=max_iter, reg_covar=1e-6,
-                   random_state=seed)
-    with warnings.catch_warnings():
+    sk = EMWithProgress(components, covariance_type=covariance, max_iter=max_iter,
+                        reg_covar=1e-6, random_state=seed)
+    with (warnings.catch_warnings(),
+          progress(desc=f"prior EM ({components} components, stops when converged)",
+                   total=max_iter, unit="iteration") as bar):
         warnings.simplefilter("ignore", ConvergenceWarning)  # reported in the facts instead
         sk.fit(codes)
     covariances = sk.covariances_

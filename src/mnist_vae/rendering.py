@@ -18,6 +18,7 @@ from scipy import stats
 from mnist_vae.config import RenderConfig
 from mnist_vae.files import atomic_path
 from mnist_vae.inference import decode_means, encode, prior_of
+from mnist_vae.progress import progress as progress_bar
 
 BACKGROUND = 64  # grey: tiles are black-backed digits, gutters must still show
 LABEL_COLOUR = 235
@@ -231,7 +232,8 @@ def render_all(model: Any, x_test: np.ndarray, y_test: np.ndarray,
         "progress": lambda: progress_grid(progress[0], cfg, epochs=progress[1]),
     }
     written = {}
-    for name, draw in pictures.items():
+    for name, draw in progress_bar(pictures.items(), desc="render", total=len(pictures),
+                                   unit="picture"):
         path = Path(out_dir) / f"{name}.png"
         save_png(draw(), path)
         written[name] = path

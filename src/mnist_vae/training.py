@@ -28,7 +28,7 @@ from mnist_vae.checkpoints import (
 )
 from mnist_vae.config import DataConfig, ModelConfig, TrainConfig
 from mnist_vae.data import Splits
-from mnist_vae.files import atomic_path
+from mnist_vae.files import atomic_path, canonical_keras_file
 from mnist_vae.inputs import (
     prior_fit_images,
     steps_per_epoch,
@@ -236,9 +236,11 @@ def keras_logs(record: dict[str, float]) -> dict[str, float]:
 
 
 def save_model(model: VAE, path: str | Path) -> None:
-    """Save the model as `.keras`, atomically: a killed run leaves no half-written model."""
+    """Save the model as `.keras`, atomically (a killed run leaves no half-written model) and
+    reproducibly (the same weights give the same bytes)."""
     with atomic_path(path) as tmp:
         model.save(tmp)
+        canonical_keras_file(tmp)
 
 
 def write_progress(path: str | Path, images: np.ndarray) -> None:
