@@ -56,11 +56,30 @@ class Terminated(BaseException):
 
 
 def stop_on_sigterm() -> None:
-    """Turn SIGTERM into `Terminated`, so an open run is closed KILLED instead of left RUNNING."""
-    def handler(signum, frame):
-        raise Terminated(f"signal {signal.Signals(signum).name}")
+    """Turn SIGTERM (and SIGINT) into an exception, so an open run is closed KILLED.
 
-    signal.signal(signal.SIGTERM, handler)
+    The exception is held back while MLflow or its database layer is on the stack: raised
+    inside a store transaction it would leave the store unable to close the run.
+    """
+    def stop(frame, error: BaseException) -> None:
+        if _in_store_call(frame):
+            signal.signal(signal.SIGALRM, lambda signum, later: stop(later, error))
+            signal.setitimer(signal.ITIMER_REAL, 0.05)  # try again once that call returned
+            return
+        raise error
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop(frame, Terminated("SIGTERM")))
+    signal.signal(signal.SIGINT, lambda signum, frame: stop(frame, KeyboardInterrupt()))
+
+
+def _in_store_call(frame) -> bool:
+    """Whether MLflow or SQLAlchemy code is running in `frame` or a caller of it."""
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if f"{os.sep}mlflow{os.sep}" in name or f"{os.sep}sqlalchemy{os.sep}" in name:
+            return True
+        frame = frame.f_back
+    return False
 
 
 @contextlib.contextmanager
