@@ -7,9 +7,10 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 PORT    ?= 5000
 BUDGET  ?= 600
+WORKERS ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help setup repro exp test test-fast lint lock ui plots bench retrain clean
+.PHONY: help setup repro exp test test-fast lint lock ui plots bench retrain train-multiworker server server-stop clean
 
 help:  ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -34,7 +35,8 @@ exp: $(STAMP)  ## Run a DVC experiment with a config overlay: make exp CONFIG=co
 	@test -n "$(CONFIG)" || { echo "usage: make exp CONFIG=configs/<name>.yaml"; exit 2; }
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python scripts/exp_run.py $(CONFIG) $(EXP_ARGS)
 
-test: $(STAMP)  ## Run the whole test suite, end-to-end tests included
+test: $(STAMP)  ## Run the whole test suite, end-to-end tests included (installs what it needs)
+	scripts/install_test_deps.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && echo "no tests selected" && rc=0; exit $$rc
 
 test-fast: $(STAMP)  ## Run the fast unit tests only (inner loop)
@@ -51,12 +53,28 @@ ui: $(STAMP)  ## Serve the MLflow UI on http://127.0.0.1:$(PORT) over the local 
 		--backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
 		--default-artifact-root $(CURDIR)/mlartifacts --host 127.0.0.1 --port $(PORT)
 
+# The team stack (docs/team.md): PostgreSQL + MLflow with basic auth, state in $(TEAM_STATE)/.
+TEAM_STATE   ?= .team
+TEAM_PORT    ?= 5000
+TEAM_PG_PORT ?= 5433
+TEAM = PYTHONPATH=$(CURDIR)/src $(BIN)/python scripts/team_stack.py --state $(TEAM_STATE) \
+	--port $(TEAM_PORT) --pg-port $(TEAM_PG_PORT)
+
+server: $(STAMP)  ## Start PostgreSQL + MLflow with basic auth on 127.0.0.1 (TEAM_PORT=5000); prints the client env
+	$(TEAM) start
+
+server-stop: $(STAMP)  ## Stop the team stack (data and passwords stay in .team/)
+	$(TEAM) stop
+
 plots: $(STAMP)  ## Render every DVC plot to dvc_plots/index.html (draws offline: plots_template/)
 	$(BIN)/dvc plots show
 
 # COMMIT=1 commits dvc.lock and the metrics: on main, the command that refreshes what git carries
 retrain: $(STAMP)  ## Pull, reproduce, push on main, report against main; COMMIT=1 commits the lock
 	PATH="$(CURDIR)/$(BIN):$$PATH" DVC=$(BIN)/dvc scripts/retrain.sh
+
+train-multiworker: $(STAMP)  ## Train on WORKERS local processes (tf.distribute multi_worker)
+	PYTHONPATH=$(CURDIR)/src $(BIN)/python scripts/train_multiworker.py --workers $(WORKERS)
 
 $(VENV)/.bench-installed: $(STAMP) pyproject.toml
 	$(BIN)/python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['bench'], sep='\n')" > $(VENV)/.bench-requirements

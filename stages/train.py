@@ -2,14 +2,15 @@
 
 Resumes from `paths.checkpoints/<key>/` when an earlier run with the same settings was killed.
 Opens the pipeline's MLflow run (its id goes to `paths.run_id`); an unreachable tracking server
-fails the stage in seconds, before TensorFlow is even imported.
+fails the stage in seconds, before TensorFlow is even imported. Under `train.distribute:
+multi_worker` every worker runs this; only the chief logs and writes outputs (distribute.py).
 """
 
 import sys
 import time
 from pathlib import Path
 
-from mnist_vae import tracking
+from mnist_vae import distribute, tracking
 from mnist_vae.config import load_params
 from mnist_vae.files import write_json
 
@@ -19,6 +20,13 @@ def main() -> int:
     tracking.stop_on_sigterm()  # SIGTERM ends the run KILLED, not left RUNNING
     params = load_params()
     paths = params.paths
+    try:  # a non-chief worker trains alongside the chief and writes nothing
+        if not distribute.is_chief(params.train.distribute):
+            from mnist_vae import training
+            return training.train_as_worker(params)
+    except distribute.DistributeError as err:
+        print(f"train: {err}", file=sys.stderr)
+        return 1
     with tracking.training_run(params) as run:  # a new MLflow run, FAILED if the block raises
         tracking.log_identity(params)  # git commit, DVC experiment, data checksums; the dataset
         tracking.log_params(params, "train")
@@ -34,8 +42,11 @@ def main() -> int:
                                         callbacks=[tracking.epoch_metrics_callback()],
                                         verbose=1 if sys.stdout.isatty() else 2)  # bar or line
                 logger.log_summary(result.facts, result.history)
-        except training.TrainingDiverged as err:
+        except (training.TrainingDiverged, distribute.DistributeError) as err:
             print(f"train: {err}", file=sys.stderr)
+            raise SystemExit(1) from None
+        except distribute.lost_worker_errors() as err:
+            print(f"train: {distribute.describe_lost_worker(err)}", file=sys.stderr)
             raise SystemExit(1) from None
         resumed = result.history[:result.facts["resumed_from_epoch"]]  # epochs of a killed run
         tracking.log_epochs([training.keras_logs(record) for record in resumed])

@@ -156,3 +156,54 @@ def test_registry_load_works_in_a_fresh_process(store, tiny_vae_file):
     assert "/code/mnist_vae/registry.py" in out["loader"], "the model's own copy of the code"
     np.testing.assert_allclose(out["decode"], expected, atol=1e-6)
     np.testing.assert_allclose(out["generated"], expected, atol=1e-6)
+
+
+def test_settle_champion_moves_a_stale_champion_to_the_best_comparable_version(store,
+                                                                                tiny_vae_file):
+    client = MlflowClient()
+    for value in (100.0, 90.0, 95.0):
+        _register(store, tiny_vae_file, value)
+    _register(store, tiny_vae_file, 50.0, tiny_params(data={"test_limit": 7}))  # other protocol
+    assert _aliases(client) == {"challenger": "4", "champion": "2"}
+    # a pipeline that read the registry before version 2 existed writes its stale choice last
+    client.set_registered_model_alias(NAME, registry.CHAMPION, "1")
+    registry.settle_champion(client, tiny_params())
+    assert _aliases(client)["champion"] == "2"
+
+
+def test_a_registration_failing_half_way_leaves_the_aliases_as_they_were(store, tiny_vae_file,
+                                                                         monkeypatch):
+    client = MlflowClient()
+    _register(store, tiny_vae_file, 100.0)
+    _register(store, tiny_vae_file, 105.0)
+    set_alias = MlflowClient.set_registered_model_alias
+
+    def failing_champion(self, name, alias, version):
+        if alias == registry.CHAMPION and str(version) == "3":
+            raise MlflowException("injected: the server died while moving the alias")
+        return set_alias(self, name, alias, version)
+
+    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", failing_champion)
+    with pytest.raises(MlflowException, match="injected"):
+        _register(store, tiny_vae_file, 90.0)  # better: would take champion
+    assert _aliases(client) == {"challenger": "2", "champion": "1"}
+    assert [v.version for v in client.search_model_versions(f"name = '{NAME}'")
+            if str(v.version) == "3"] == []
+
+
+def test_a_champion_that_cannot_be_read_is_never_replaced(store, tiny_vae_file, monkeypatch,
+                                                          capsys):
+    client = MlflowClient()
+    _register(store, tiny_vae_file, 100.0)
+    by_alias = MlflowClient.get_model_version_by_alias
+
+    def unreadable(self, name, alias):
+        if alias == registry.CHAMPION:
+            raise MlflowException("injected: registry timed out", error_code="INTERNAL_ERROR")
+        return by_alias(self, name, alias)
+
+    monkeypatch.setattr(MlflowClient, "get_model_version_by_alias", unreadable)
+    _register(store, tiny_vae_file, 90.0)
+    monkeypatch.undo()
+    assert _aliases(client) == {"challenger": "2", "champion": "1"}
+    assert "version 2 stays challenger: cannot read mnist-vae@champion" in capsys.readouterr().out

@@ -311,6 +311,8 @@ class TrainConfig:
     kl_warmup_epochs: int = checked(2, non_negative)  # KL weight rises linearly 0 -> beta
     patience: int = checked(5, positive)  # epochs without a better val loss before stopping
     progress_samples: int = checked(16, positive)  # fixed latents decoded after each epoch
+    distribute: Literal["none", "mirrored", "multi_worker"] = "none"  # see distribute.py
+    collective_timeout_s: int = checked(300, positive)  # multi_worker: a dead peer fails a step
 
     def __post_init__(self) -> None:
         if self.jit_compile and self.deterministic:

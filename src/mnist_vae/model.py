@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
+from mnist_vae import distribute
 from mnist_vae.config import DecoderConfig, EncoderConfig, ModelConfig, parse_section
 from mnist_vae.losses import kl_to_standard_normal, reconstruction_nll
 from mnist_vae.prior import GaussianMixture
@@ -235,12 +236,14 @@ class VAE(keras.Model):
         self.loss_tracker.update_state(reconstruction + self.beta * kl)
         self.reconstruction_tracker.update_state(reconstruction)
         self.kl_tracker.update_state(kl)
-        return {m.name: m.result() for m in self.metrics}
+        # tf.distribute hook: identity in one process
+        return {m.name: distribute.reducible_metric(m.result()) for m in self.metrics}
 
     def train_step(self, data):
         with tf.GradientTape() as tape:
             reconstruction, kl = self._loss_terms(data, training=True)
             objective = reconstruction + self.kl_weight() * kl
+            objective = distribute.replica_share(objective)  # tf.distribute hook (see _track)
         grads = tape.gradient(objective, self.trainable_weights)
         self.optimizer.apply(grads, self.trainable_weights)
         return self._track(reconstruction, kl)

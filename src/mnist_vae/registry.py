@@ -50,8 +50,15 @@ DEFAULT_NAME = TrackingConfig().registered_model  # params.yaml's tracking.regis
 REQUIREMENTS = ("mlflow", "tensorflow", "keras", "numpy", "pyyaml", "pandas")
 
 
+ABSENT = ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST")  # "no such alias / model"
+
+
 class RegistryError(RuntimeError):
     """Registering or loading failed; the message names the model and the fix."""
+
+
+class ChampionUnreadable(RegistryError):
+    """The registry did not say which version is champion (as opposed to: none is)."""
 
 
 # --- the MLflow model flavour: Keras model + digit generator ---------------------------------
@@ -162,6 +169,7 @@ def register(info: ModelInfo, run_id: str, metrics: dict[str, float], params: Pa
     client = MlflowClient()
     _ensure_registered_model(client, cfg)
     value = metrics[cfg.champion_metric]
+    before = alias_versions(client, name)
     version = mlflow.register_model(info.model_uri, name,
                                     tags=version_tags(run_id, value, params))
     try:
@@ -172,8 +180,9 @@ def register(info: ModelInfo, run_id: str, metrics: dict[str, float], params: Pa
             client.set_registered_model_alias(name, CHAMPION, version.version)
             print(f"registry: {name} version {version.version} is the new {CHAMPION} "
                   f"({cfg.champion_metric} = {value:.4f})")
+        settle_champion(client, params)
     except BaseException:
-        client.delete_model_version(name, version.version)
+        undo_registration(client, name, version.version, before)
         raise
     return client.get_model_version(name, version.version)
 
@@ -213,17 +222,27 @@ def _ensure_registered_model(client: MlflowClient, cfg: TrackingConfig) -> None:
 
 
 def champion(client: MlflowClient, name: str) -> ModelVersion | None:
-    """The version holding `champion`, or None."""
+    """The version holding `champion`, or None when no version holds it.
+
+    Raises ChampionUnreadable when the registry does not answer (a server error, a 403):
+    "no champion" must never be guessed from a failed read.
+    """
     try:
         return client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
-        return None
+    except MlflowException as err:
+        if err.error_code in ABSENT:
+            return None
+        raise ChampionUnreadable(f"cannot read {name}@{CHAMPION}: {err.message}") from err
 
 
 def should_promote(client: MlflowClient, version: str, value: float, params: Params) -> bool:
     """Whether the new version takes `champion`: none yet, or strictly better, same protocol."""
     cfg = params.tracking
-    current = champion(client, cfg.registered_model)
+    try:
+        current = champion(client, cfg.registered_model)
+    except ChampionUnreadable as err:
+        print(f"registry: version {version} stays {CHALLENGER}: {err}")
+        return False
     if current is None or str(current.version) == str(version):
         return True
     mine = version_tags("", value, params)
@@ -264,6 +283,82 @@ def record(version: ModelVersion, run_id: str, client: MlflowClient | None = Non
     return {"run_id": run_id, "model": version.name, "version": int(version.version),
             "aliases": sorted(current.aliases),
             "tracking_uri": store.redact(mlflow.get_tracking_uri())}
+
+
+# --- promotion as compare-and-set -------------------------------------------------------------
+
+def settle_champion(client: MlflowClient, params: Params, rounds: int = 5) -> None:
+    """Re-read after promoting: move `champion` to the best comparable version, until a re-read
+    agrees. Two pipelines promoting at once both end here, so the alias ends on the best
+    version whatever the interleaving (the last writer re-reads after its write)."""
+    name = params.tracking.registered_model
+    for _ in range(rounds):
+        try:
+            current = champion(client, name)
+        except ChampionUnreadable as err:
+            print(f"registry: not checking {CHAMPION} again: {err}")
+            return
+        best = best_version(client, current, params.tracking) if current else None
+        if best is None or str(best.version) == str(current.version):
+            return
+        client.set_registered_model_alias(name, CHAMPION, best.version)
+        print(f"registry: {CHAMPION} moved from version {current.version} to version "
+              f"{best.version}, better by {params.tracking.champion_metric}")
+
+
+def best_version(client: MlflowClient, current: ModelVersion,
+                 cfg: TrackingConfig) -> ModelVersion | None:
+    """The version strictly better than `current` (same metric and protocol), if any."""
+    theirs = _champion_value(client, current, cfg.champion_metric)
+    if theirs is None:
+        return None
+    protocol = {k: v for k, v in current.tags.items() if k.startswith(TAG_PROTOCOL)}
+    sign = 1.0 if cfg.champion_direction == "minimize" else -1.0
+    best, best_key = None, (sign * theirs, int(current.version))
+    for version in client.search_model_versions(f"name = '{cfg.registered_model}'"):
+        tags = version.tags
+        if (tags.get(TAG_METRIC) != cfg.champion_metric or cfg.champion_metric not in tags
+                or any(tags.get(k) != v for k, v in protocol.items())):
+            continue
+        key = (sign * float(tags[cfg.champion_metric]), int(version.version))
+        if key[0] < best_key[0] or (best is not None and key < best_key):
+            best, best_key = version, key
+    return best
+
+
+def alias_versions(client: MlflowClient, name: str) -> dict[str, str]:
+    """Which version holds `challenger` and `champion` now ({} for a new model)."""
+    try:
+        return dict(client.get_registered_model(name).aliases)
+    except MlflowException:
+        return {}
+
+
+def undo_registration(client: MlflowClient, name: str, version: str,
+                      before: dict[str, str]) -> None:
+    """Put `challenger`/`champion` back where they were and delete the half-made version.
+
+    Only aliases still on this version are moved (another pipeline may have moved one
+    since). Best effort (the server may be gone): what cannot be undone is named on stderr.
+    """
+    now = alias_versions(client, name)
+    for alias in (CHALLENGER, CHAMPION):
+        if now and str(now.get(alias)) != str(version):
+            continue
+        try:
+            if alias in before:
+                client.set_registered_model_alias(name, alias, before[alias])
+            else:
+                client.delete_registered_model_alias(name, alias)
+        except MlflowException as err:
+            if err.error_code not in ABSENT:
+                print(f"registry: could not restore {name}@{alias} (was version "
+                      f"{before.get(alias, 'none')}): {err.message}", file=sys.stderr)
+    try:
+        client.delete_model_version(name, version)
+    except MlflowException as err:
+        print(f"registry: version {version} of {name} is left over; delete it "
+              f"(`MlflowClient().delete_model_version`): {err.message}", file=sys.stderr)
 
 
 # --- loading --------------------------------------------------------------------------------

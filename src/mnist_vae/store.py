@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from mnist_vae.config import TrackingConfig
 from mnist_vae.provenance import git
+from mnist_vae.server_access import check_access
 
 if TYPE_CHECKING:
     import mlflow
@@ -187,6 +188,7 @@ def connect(cfg: TrackingConfig, root: Path) -> str:
     if not os.environ.get("MLFLOW_TRACKING_URI"):
         relocate_copied_store(root)
     check_reachable(uri, cfg.server_timeout_s)
+    check_access(uri, cfg.experiment, cfg.server_timeout_s)  # 401/403 before any work
     use_store(uri)
     try:
         return ensure_experiment(cfg.experiment, uri)

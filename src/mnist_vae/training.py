@@ -8,6 +8,7 @@ state, so a resumed run replays exactly what an uninterrupted run would have don
 from __future__ import annotations
 
 import math
+import sys
 import time
 import zipfile
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mnist_vae import distribute
 from mnist_vae.checkpoints import (
     CHECKPOINT_FILE,
     CheckpointMismatch,
@@ -26,7 +28,7 @@ from mnist_vae.checkpoints import (
     save_checkpoint,
     set_aside,
 )
-from mnist_vae.config import DataConfig, ModelConfig, TrainConfig
+from mnist_vae.config import DataConfig, ModelConfig, Params, TrainConfig
 from mnist_vae.data import Splits
 from mnist_vae.files import atomic_path, canonical_keras_file
 from mnist_vae.inputs import (
@@ -91,9 +93,11 @@ class EpochBookkeeper(keras.callbacks.Callback):
 
     def __init__(self, cfg: TrainConfig, state: TrainState, best_weights: list[np.ndarray],
                  progress: list[np.ndarray], fixed_z, checkpoint: Path,
-                 logger: EpochLogger | None):
+                 logger: EpochLogger | None,
+                 placement: distribute.Placement = distribute.ONE_PROCESS):
         super().__init__()
         self.cfg, self.state, self.checkpoint, self.logger = cfg, state, checkpoint, logger
+        self.placement = placement
         self.best_weights, self.progress, self.fixed_z = best_weights, progress, fixed_z
         self._epoch_start = (0.0, 0.0)
 
@@ -122,7 +126,9 @@ class EpochBookkeeper(keras.callbacks.Callback):
         state.train_seconds += time.perf_counter() - self._epoch_start[0]
         state.train_cpu_seconds += time.process_time() - self._epoch_start[1]
         state.history.append(record)
-        save_checkpoint(self.checkpoint, self.model, state, self.best_weights, self.progress)
+        distribute.write_on_chief(  # tf.distribute hook: every worker saves, only the chief keeps
+            self.checkpoint, lambda path: save_checkpoint(
+                path, self.model, state, self.best_weights, self.progress), self.placement)
         if self.logger is not None:
             self.logger.log_epoch(record)
         if state.stale_epochs >= self.cfg.patience:
@@ -170,9 +176,12 @@ def train(splits: Splits, data_cfg: DataConfig, model_cfg: ModelConfig, cfg: Tra
     `callbacks` run before the bookkeeping, so they see (and may alter) each epoch's logs.
     """
     check_prior_fit(model_cfg.prior, len(splits.x_train))
+    placement = distribute.place(cfg.distribute, cfg.collective_timeout_s)  # tf.distribute hook
+    distribute.check_batches(cfg.batch_size, EVAL_BATCH, len(splits.x_val), placement.replicas)
     configure_determinism(cfg)
     steps = steps_per_epoch(len(splits.x_train), cfg.batch_size)
-    model = compiled_vae(model_cfg, cfg, steps)
+    with placement.scope():  # tf.distribute hook: variables created under the strategy
+        model = compiled_vae(model_cfg, cfg, steps)
     checkpoint = Path(checkpoint_dir) / CHECKPOINT_FILE
     state, best_weights, progress = TrainState(), model.get_weights(), []
     if checkpoint.is_file():
@@ -181,7 +190,8 @@ def train(splits: Splits, data_cfg: DataConfig, model_cfg: ModelConfig, cfg: Tra
             print(f"Resuming from {checkpoint}: {state.epochs_done} epochs done")
         except UNUSABLE_CHECKPOINT as err:
             set_aside(checkpoint.parent, f"{type(err).__name__}: {err}")
-            model = compiled_vae(model_cfg, cfg, steps)  # the failed load may have set some
+            with placement.scope():  # a fresh model: the failed load may have set some
+                model = compiled_vae(model_cfg, cfg, steps)
             state, best_weights, progress = TrainState(), model.get_weights(), []
     resumed_from = state.epochs_done
     if logger is not None:
@@ -192,19 +202,22 @@ def train(splits: Splits, data_cfg: DataConfig, model_cfg: ModelConfig, cfg: Tra
     if not state.finished(cfg):
         fixed_z = keras.random.normal((cfg.progress_samples, model.latent_dim), seed=cfg.seed)
         bookkeeper = EpochBookkeeper(cfg, state, best_weights, progress, fixed_z, checkpoint,
-                                     logger)
+                                     logger, placement)
         val = tf.data.Dataset.from_tensor_slices(validation_images(splits, data_cfg))
-        model.fit(
-            training_batches(splits.x_train, cfg, data_cfg.binarize == "dynamic",
-                             state.epochs_done),
+        batches = training_batches(splits.x_train, cfg, data_cfg.binarize == "dynamic",
+                                   state.epochs_done)
+        model.fit(  # tf.distribute hook: distribute_batches is the identity without a strategy
+            distribute.distribute_batches(batches, placement),
             epochs=cfg.epochs, initial_epoch=state.epochs_done, steps_per_epoch=steps,
-            validation_data=val.batch(EVAL_BATCH), callbacks=[*callbacks, bookkeeper],
+            validation_data=distribute.distribute_batches(val.batch(EVAL_BATCH), placement),
+            callbacks=[*callbacks, bookkeeper],
             shuffle=False, verbose=verbose,  # the dataset is already shuffled, per epoch
         )
     final = build_vae(model_cfg)
     final.set_weights(best_weights)
-    prior_facts = fit_prior(final, prior_fit_images(splits, data_cfg),
-                            validation_images(splits, data_cfg), model_cfg.prior, cfg.seed)
+    prior_facts = (fit_prior(final, prior_fit_images(splits, data_cfg),
+                             validation_images(splits, data_cfg), model_cfg.prior, cfg.seed)
+                   if placement.is_chief else {"kind": "not fitted: a worker's model is dropped"})
     facts = {
         "epochs_run": state.epochs_done,
         "best_epoch": state.best_epoch,
@@ -233,6 +246,22 @@ def keras_logs(record: dict[str, float]) -> dict[str, float]:
     for name in METRICS:
         logs[name], logs[f"val_{name}"] = record[f"train/{name}"], record[f"val/{name}"]
     return logs
+
+
+def train_as_worker(params: Params) -> int:
+    """A non-chief worker: every step and collective, checkpoints to a scratch directory."""
+    from mnist_vae.checkpoints import checkpoint_key
+    from mnist_vae.data import load_splits
+
+    key = checkpoint_key(params, params.paths.data)
+    try:
+        result = train(load_splits(params.paths.data, params.data), params.data, params.model,
+                       params.train, Path(params.paths.checkpoints) / key, verbose=2)
+    except distribute.lost_worker_errors() as err:
+        print(f"train (worker): {distribute.describe_lost_worker(err)}", file=sys.stderr)
+        return 1
+    print(f"train (worker): done, {result.facts['epochs_run']} epochs; the chief wrote outputs")
+    return 0
 
 
 def save_model(model: VAE, path: str | Path) -> None:
