@@ -158,8 +158,33 @@ def test_checkpoint_from_another_architecture_is_refused(tmp_path):
     cfg = dataclasses.replace(TINY_TRAIN, epochs=1)
     train(_splits(), TINY_DATA, TINY_MODEL, cfg, tmp_path / "ckpt", verbose=0)
     other = dataclasses.replace(TINY_MODEL, latent_dim=3)
-    with pytest.raises(CheckpointMismatch, match="delete"):
+    with pytest.raises(CheckpointMismatch, match="do not fit this model"):
         load_checkpoint(tmp_path / "ckpt" / CHECKPOINT_FILE, compiled_vae(other, cfg, 4))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "foreign"])
+def test_an_unusable_checkpoint_is_set_aside_and_training_starts_over(tmp_path, capsys, damage):
+    cfg = dataclasses.replace(TINY_TRAIN, epochs=1)
+    ckpt = tmp_path / "ckpt"
+    train(_splits(), TINY_DATA, TINY_MODEL, cfg, ckpt, verbose=0)
+    file = ckpt / CHECKPOINT_FILE
+    if damage == "truncated":  # a write cut short, e.g. by a full disk
+        file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
+        model_cfg = TINY_MODEL
+    else:  # a checkpoint from another architecture under the same key
+        model_cfg = dataclasses.replace(TINY_MODEL, latent_dim=3)
+    original = file.read_bytes()
+    capsys.readouterr()
+    start = time.monotonic()
+    result = train(_splits(), TINY_DATA, model_cfg, dataclasses.replace(cfg, epochs=2), ckpt,
+                   verbose=0)
+    print(f"{damage} checkpoint: set aside, training restarted after "
+          f"{time.monotonic() - start:.1f} s of training")
+    assert result.facts["resumed_from_epoch"] == 0 and result.facts["epochs_run"] == 2
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("ckpt.corrupt-")]
+    assert len(aside) == 1 and (aside[0] / CHECKPOINT_FILE).read_bytes() == original
+    said = [line for line in capsys.readouterr().err.splitlines() if "unusable" in line]
+    assert len(said) == 1 and str(aside[0]) in said[0]
 
 
 def test_checkpoint_key_follows_training_params_and_data(tmp_path):
