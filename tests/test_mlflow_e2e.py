@@ -209,6 +209,7 @@ def _check_digit_requests(url: str) -> None:
 
 def test_an_unreachable_server_fails_training_fast_naming_the_uri(downloaded_repo, tmp_path):
     repo = clone_repo(downloaded_repo, tmp_path / "repo")
+    before = _files(repo / "dvclive")  # what git carries there (the committed summary)
     uri = f"http://127.0.0.1:{unused_port()}"
     start = time.monotonic()
     result = run_stage(repo, "train", env=pipeline_env(repo, MLFLOW_TRACKING_URI=uri),
@@ -218,4 +219,10 @@ def test_an_unreachable_server_fails_training_fast_naming_the_uri(downloaded_rep
     assert result.returncode != 0
     assert f"MLflow tracking server {uri} is unreachable" in result.stderr
     assert not (repo / "models" / "vae.keras").exists()
-    assert not (repo / "dvclive").exists() and not (repo / ".checkpoints").exists()
+    assert _files(repo / "dvclive") == before and not (repo / ".checkpoints").exists()
+
+
+def _files(directory: Path) -> dict[str, bytes]:
+    """Every file under `directory` with its bytes ({} when there is no such directory)."""
+    return {str(p.relative_to(directory)): p.read_bytes()
+            for p in sorted(directory.rglob("*")) if p.is_file()}
