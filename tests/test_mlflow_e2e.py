@@ -199,7 +199,7 @@ def _check_digit_requests(url: str) -> None:
         "predictions"])
     np.testing.assert_allclose(again[0], images[0], atol=1e-6)
     for digit, message in [(10, "digit must be 0-9, got 10"), (-1, "digit must be 0-9, got -1"),
-                           ("x", "whole number 0-9, got 'x'"), (2.5, "whole number 0-9, got 2.5"),
+                           ("x", "digit is a string"), (2.5, "whole number 0-9, got 2.5"),
                            (True, "whole number 0-9, got True")]:
         status, reply = _post(url, {"dataframe_records": [{"digit": digit, "seed": 0}]})
         assert status == 400 and message in reply.get("message", ""), (digit, status, reply)

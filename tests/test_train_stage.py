@@ -132,8 +132,8 @@ def test_dvc_repro_after_sigkill_resumes_and_matches_an_uninterrupted_run(ci_rep
     with np.load(checkpoint) as npz:
         assert json.loads(str(npz["state"]))["epochs_done"] == 1  # of 2
 
-    # --no-run-cache: the uninterrupted run above left these params in DVC's run cache
-    resumed = run_dvc(killed, "repro", "--no-run-cache", "train", env=env_killed)
+    # forced: dvc.lock still names the uninterrupted run's outputs, which DVC's cache holds
+    resumed = run_dvc(killed, "repro", "-f", "--no-run-cache", "-s", "train", env=env_killed)
     assert "Resuming from" in resumed.stdout and "1 epochs done" in resumed.stdout
     # Weights and validation metrics repeat exactly; Keras' running train means are summed in
     # float32 by multithreaded kernels and may move in the last bit (~1e-7), so compare them so.
