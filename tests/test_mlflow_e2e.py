@@ -200,7 +200,7 @@ def _check_digit_requests(url: str) -> None:
     np.testing.assert_allclose(again[0], images[0], atol=1e-6)
     for digit, message in [(10, "digit must be 0-9, got 10"), (-1, "digit must be 0-9, got -1"),
                            ("x", "digit is a string"), (2.5, "whole number 0-9, got 2.5"),
-                           (True, "whole number 0-9, got True")]:
+                           (True, "digit is a boolean")]:
         status, reply = _post(url, {"dataframe_records": [{"digit": digit, "seed": 0}]})
         assert status == 400 and message in reply.get("message", ""), (digit, status, reply)
         status, _ = _post(url, {"dataframe_records": [{"digit": 4}]})
