@@ -259,8 +259,8 @@ def test_two_pipelines_promoting_at_once_leave_champion_on_the_best_version(
         (v["version"], _tag(v, METRIC)) for v in comparable]
 
 
-@pytest.mark.skip(reason="hung in DVC's queue worker (dvc exp run --run-all -j 2) in CI on 2026-12-01 after passing "
-                  "earlier; left open in the team issue until the hang is understood")
+@pytest.mark.skip(reason="hung in DVC's queue worker (dvc exp run --run-all -j 2) in CI on "
+                  "2026-12-01 after passing earlier; open in the team issue until understood")
 def test_two_queued_experiments_run_in_parallel_against_the_stack(stack, downloaded_repo,
                                                                    tmp_path):
     repo = _ci_repo(downloaded_repo, tmp_path / "repo")
