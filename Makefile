@@ -11,7 +11,7 @@ BUDGET  ?= 600
 WORKERS ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help setup repro exp test test-fast lint lock ui draw plots bench retrain train-multiworker server server-stop clean
+.PHONY: help setup repro exp test test-fast deps lint lock ui draw plots bench retrain train-multiworker server server-stop clean
 
 help:  ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ test: $(STAMP)  ## Run the whole test suite, end-to-end tests included (installs
 
 test-fast: $(STAMP)  ## Run the fast unit tests only (inner loop)
 	$(BIN)/python -m pytest -m "not slow" -x -q
+
+deps: $(STAMP)  ## Rewrite dvc.yaml's module deps to each stage's import closure (tests/test_dvc_map.py checks it)
+	$(BIN)/python scripts/sync_deps.py
 
 lint: $(STAMP)  ## Lint the code (ruff)
 	$(BIN)/ruff check src stages tests benchmarks
