@@ -13,9 +13,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
@@ -25,6 +22,7 @@ from PIL import Image
 
 from helpers import unused_port
 from mlflow_helpers import VENV_BIN, subprocess_env
+from servers import start, stop, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -62,37 +60,6 @@ def browser():
             yield chromium
         finally:
             chromium.close()
-
-
-def _start(args: list, log: Path, env: dict, cwd: Path) -> subprocess.Popen:
-    with open(log, "wb") as out:
-        return subprocess.Popen([str(a) for a in args], stdout=out, stderr=subprocess.STDOUT,
-                                env=env, cwd=cwd, start_new_session=True)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=20)
-
-
-def _wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 300) -> None:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout_s:
-        if proc.poll() is not None:
-            pytest.fail(f"server exited {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as reply:
-                if reply.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"{url} not ready after {timeout_s} s:\n{log.read_text()[-3000:]}")
 
 
 # --- the drawing page ------------------------------------------------------------------------
@@ -164,14 +131,14 @@ def _pixels(sources: list[str]) -> np.ndarray:
 def test_a_person_picks_a_digit_and_the_classifier_reads_it(browser, drawing_model, tmp_path):
     model_file, classifier = drawing_model
     port, log = unused_port(), tmp_path / "web.log"
-    proc = _start([VENV_BIN / "python", "-m", "mnist_vae", "web", "--port", port, "--model",
-                   model_file], log, subprocess_env(), tmp_path)
+    proc = start([VENV_BIN / "python", "-m", "mnist_vae", "web", "--port", port, "--model",
+                  model_file], log, subprocess_env(), tmp_path)
     try:
-        _wait_ready(f"http://127.0.0.1:{port}/", proc, log)
+        wait_ready(f"http://127.0.0.1:{port}/", proc, log)
         pixels = _pixels(_page_drawings(browser, f"http://127.0.0.1:{port}/", 3, 12,
                                         tmp_path / "page.png"))
     finally:
-        _stop(proc)
+        stop(proc)
     read = np.argmax(classifier.predict(pixels[..., None].astype("float32"), verbose=0), axis=1)
     print(f"the classifier reads the page's twelve 3s as {read.tolist()}")
     assert np.mean(read == 3) >= 0.75, read.tolist()
@@ -181,18 +148,18 @@ def test_the_page_draws_with_the_registry_champion_by_default(browser, built_rep
     from mnist_vae import registry
 
     port, log = unused_port(), tmp_path / "web.log"
-    proc = _start([VENV_BIN / "python", "-m", "mnist_vae", "web", "--port", port], log,
+    proc = start([VENV_BIN / "python", "-m", "mnist_vae", "web", "--port", port], log,
                   subprocess_env(), built_repo)  # no --model, in the repository with a store
     try:
         url = f"http://127.0.0.1:{port}/"
-        _wait_ready(url, proc, log)
+        wait_ready(url, proc, log)
         page = browser.new_page()
         page.goto(url)
         assert page.locator("#origin").inner_text() == "models:/mnist-vae@champion"
         page.close()
         pixels = _pixels(_page_drawings(browser, url, 5, 4, tmp_path / "page.png"))
     finally:
-        _stop(proc)
+        stop(proc)
     champion = registry.load("champion", tracking_uri=f"sqlite:///{built_repo / 'mlflow.db'}")
     expected = np.asarray(champion.sample(4, 0, digit=5))[..., 0]
     np.testing.assert_allclose(pixels, expected, atol=1 / 255 + 1e-6)
@@ -219,13 +186,13 @@ def test_the_mlflow_ui_shows_the_run_its_pictures_and_the_champion(browser, buil
     store = tmp_path / "mlflow.db"
     shutil.copyfile(built_repo / "mlflow.db", store)  # the UI may migrate it: leave the repo's
     port, log = unused_port(), tmp_path / "ui.log"
-    proc = _start([VENV_BIN / "mlflow", "ui", "--workers", "1", "--backend-store-uri",
-                   f"sqlite:///{store}", "--default-artifact-root", built_repo / "mlartifacts",
-                   "--host", "127.0.0.1", "--port", port], log,
+    proc = start([VENV_BIN / "mlflow", "ui", "--workers", "1", "--backend-store-uri",
+                  f"sqlite:///{store}", "--default-artifact-root", built_repo / "mlartifacts",
+                  "--host", "127.0.0.1", "--port", port], log,
                   subprocess_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"), tmp_path)
     try:
         base = f"http://127.0.0.1:{port}"
-        _wait_ready(f"{base}/health", proc, log)
+        wait_ready(f"{base}/health", proc, log)
         experiment = _rest(base, "experiments/get-by-name?experiment_name=mnist-vae")
         run_page = (f"{base}/#/experiments/{experiment['experiment']['experiment_id']}/runs/"
                     + json.loads((built_repo / "models" / "mlflow_run.json").read_text())[
@@ -266,4 +233,4 @@ def test_the_mlflow_ui_shows_the_run_its_pictures_and_the_champion(browser, buil
         assert "mnist-vae" in page.inner_text("body")
         page.screenshot(path=tmp_path / "registry.png", full_page=True)
     finally:
-        _stop(proc)
+        stop(proc)

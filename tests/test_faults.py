@@ -24,9 +24,9 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from helpers import copy_repo, pipeline_env, run_stage, set_params, unused_port
-from mlflow_helpers import VENV_BIN, subprocess_env
-from test_mlflow_e2e import _start, _stop, _wait_ready
+from helpers import copy_repo, pipeline_env, run_stage, set_params
+from mlflow_helpers import subprocess_env
+from servers import mlflow_server
 
 TIMEOUT_S = 2  # tracking.server_timeout_s in the children
 
@@ -135,17 +135,8 @@ def test_a_server_that_stalls_after_health_fails_the_stage_within_the_bound(tmp_
 @pytest.fixture
 def tracking_server(tmp_path):
     """A real `mlflow server` on a free 127.0.0.1 port; yields (uri, process)."""
-    port = unused_port()
-    log = tmp_path / "server.log"
-    proc = _start([VENV_BIN / "mlflow", "server", "--host", "127.0.0.1", "--port", port,
-                   "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'srv.db'}",
-                   "--artifacts-destination", tmp_path / "artifacts"], log,
-                  subprocess_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"), tmp_path)
-    try:
-        _wait_ready(f"http://127.0.0.1:{port}/health", proc, log)
-        yield f"http://127.0.0.1:{port}", proc
-    finally:
-        _stop(proc)
+    with mlflow_server(tmp_path) as server:
+        yield server
 
 
 @pytest.mark.slow

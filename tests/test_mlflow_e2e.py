@@ -5,9 +5,6 @@ invalid requests), and a stage that meets an unreachable server."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import time
 import urllib.error
 import urllib.parse
@@ -19,6 +16,7 @@ import pytest
 
 from helpers import clone_repo, pipeline_env, run_dvc, run_stage, set_params, unused_port
 from mlflow_helpers import VENV_BIN, subprocess_env
+from servers import mlflow_server, start, stop, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -31,40 +29,6 @@ TINY = {
     "render": {"samples_grid": 4, "manifold_size": 5},
     "tracking": {"serve_max_rows": 16},
 }
-
-
-def _start(args: list, log: Path, env: dict, cwd: Path) -> subprocess.Popen:
-    """A server in its own process group (it forks workers), logging to `log`."""
-    with open(log, "wb") as out:
-        return subprocess.Popen([str(a) for a in args], stdout=out, stderr=subprocess.STDOUT,
-                                env=env, cwd=cwd, start_new_session=True)
-
-
-def _wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 300) -> float:
-    """Poll `url` until it answers 200; return the seconds it took, or fail with the log."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout_s:
-        if proc.poll() is not None:
-            pytest.fail(f"server exited {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as reply:
-                if reply.status == 200:
-                    return time.monotonic() - start
-        except OSError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"{url} not ready after {timeout_s} s:\n{log.read_text()[-3000:]}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """Terminate the whole process group; kill it if it lingers."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=20)
 
 
 def _get(base: str, endpoint: str, **query) -> dict:
@@ -87,19 +51,8 @@ def _post(url: str, body: bytes | dict) -> tuple[int, dict]:
 @pytest.fixture(scope="module")
 def tracking_server(tmp_path_factory):
     """`mlflow server` on a free 127.0.0.1 port with its own SQLite store and artifacts."""
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = unused_port()
-    log = root / "server.log"
-    proc = _start([VENV_BIN / "mlflow", "server", "--host", "127.0.0.1", "--port", port,
-                   "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-                   "--artifacts-destination", root / "artifacts"], log,
-                  subprocess_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"), root)
-    try:
-        seconds = _wait_ready(f"http://127.0.0.1:{port}/health", proc, log)
-        print(f"mlflow server ready in {seconds:.1f} s")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        _stop(proc)
+    with mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as (uri, _):
+        yield uri
 
 
 @pytest.fixture(scope="module")
@@ -158,10 +111,10 @@ def test_the_champion_serves_digits_and_rejects_bad_requests(tracked_repo, track
     log = tmp_path / "serve.log"
     env = subprocess_env(MLFLOW_TRACKING_URI=tracking_server)
     env.pop("PYTHONPATH")  # the model carries its own code
-    proc = _start([VENV_BIN / "mlflow", "models", "serve", "-m", "models:/mnist-vae@champion",
-                   "--env-manager", "local", "-h", "127.0.0.1", "-p", port], log, env, tmp_path)
+    proc = start([VENV_BIN / "mlflow", "models", "serve", "-m", "models:/mnist-vae@champion",
+                  "--env-manager", "local", "-h", "127.0.0.1", "-p", port], log, env, tmp_path)
     try:
-        seconds = _wait_ready(f"http://127.0.0.1:{port}/ping", proc, log)
+        seconds = wait_ready(f"http://127.0.0.1:{port}/ping", proc, log)
         print(f"mlflow models serve ready in {seconds:.1f} s")
         url = f"http://127.0.0.1:{port}/invocations"
         z = np.random.default_rng(0).standard_normal((3, 4)).round(4).tolist()
@@ -184,7 +137,7 @@ def test_the_champion_serves_digits_and_rejects_bad_requests(tracked_repo, track
         assert status == 200 and np.asarray(reply["predictions"]).shape == (1, 28, 28)
         _check_digit_requests(url)
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 def _check_digit_requests(url: str) -> None:
