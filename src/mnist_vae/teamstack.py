@@ -39,6 +39,8 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import psutil
+
 USERS = ("admin", "ci", "reader")
 DB_USER = "mlflow"  # the PostgreSQL role (superuser of this private cluster)
 DATABASES = ("mlflow", "mlflow_auth")  # runs and registry; basic-auth users and permissions
@@ -352,7 +354,7 @@ def start(stack: Stack, experiment: str = "mnist-vae", model: str = "mnist-vae")
     state_dir = Path(stack.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(state_dir, 0o700 if os.geteuid() != 0 else 0o711)  # postgres may need to pass
-    if read_state(stack).get("mlflow_pid") and _alive(read_state(stack)["mlflow_pid"]):
+    if read_state(stack).get("mlflow_pid") and psutil.pid_exists(read_state(stack)["mlflow_pid"]):
         raise StackError(f"the stack in {state_dir} is already running; "
                          "`make server-stop` first")
     secret = load_secrets(state_dir)
@@ -378,7 +380,7 @@ def stop(stack: Stack) -> None:
     """Stop MLflow (its process group), then PostgreSQL. Data and secrets stay."""
     state = read_state(stack)
     pid = state.get("mlflow_pid")
-    if pid and _alive(pid):
+    if pid and psutil.pid_exists(pid):
         _kill_group(pid)
     if state.get("postgres_root"):
         stop_postgres(stack, Path(state["postgres_root"]))
@@ -399,7 +401,7 @@ def destroy(stack: Stack) -> None:
 def kill_mlflow(stack: Stack) -> None:
     """Stop only the MLflow server (PostgreSQL keeps running)."""
     state = read_state(stack)
-    if state.get("mlflow_pid") and _alive(state["mlflow_pid"]):
+    if state.get("mlflow_pid") and psutil.pid_exists(state["mlflow_pid"]):
         _kill_group(state["mlflow_pid"])
 
 
@@ -408,16 +410,6 @@ def restart_mlflow(stack: Stack) -> None:
     state = read_state(stack)
     state["mlflow_pid"] = start_mlflow(stack, load_secrets(stack.state_dir))
     _write_private(Path(stack.state_dir) / "stack.json", json.dumps(state, indent=2) + "\n")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _kill_group(pid: int, grace_s: float = 10) -> None:

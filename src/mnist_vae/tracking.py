@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from mnist_vae import provenance
 from mnist_vae.config import Params, to_flat_dict
 from mnist_vae.files import file_sha256, write_json
@@ -101,17 +103,6 @@ def start_run(experiment_id: str, name: str | None, tags: dict[str, str] | None 
     return active.info.run_id
 
 
-def _pid_alive(pid: int) -> bool:
-    """Whether a process with this id exists on this host."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def close_orphans(experiment_id: str) -> list[str]:
     """End KILLED the RUNNING runs whose opening process on this host is gone; say so."""
     client = mlflow.MlflowClient()
@@ -121,7 +112,8 @@ def close_orphans(experiment_id: str) -> list[str]:
     for run in runs:
         tags = run.data.tags
         pid = tags.get(TAG_PID, "")
-        if tags.get(TAG_HOST) != socket.gethostname() or not pid.isdigit() or _pid_alive(int(pid)):
+        mine = tags.get(TAG_HOST) == socket.gethostname() and pid.isdigit()
+        if not mine or psutil.pid_exists(int(pid)):
             continue
         client.set_tag(run.info.run_id, TAG_CLOSED_REASON,
                        f"process {pid} on {tags[TAG_HOST]} died without closing the run")
