@@ -15,8 +15,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mlflow_helpers import METRIC, store_uri, subprocess_env, tiny_params
-from mnist_vae import registry
-from mnist_vae import store as tracking_store
+from mnist_vae import registry, tracking_store
 from mnist_vae.model import load_vae
 
 NAME = "mnist-vae"

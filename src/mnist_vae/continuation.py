@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mnist_vae import tracking
 from mnist_vae.config import Params
-from mnist_vae.store import connect, mlflow, repo_root
+from mnist_vae.tracking_store import connect, mlflow, repo_root
 
 REASON_RESTORED = "restored-from-run-cache"
 REASON_RERUN = "stage-rerun"

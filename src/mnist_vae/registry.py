@@ -38,7 +38,7 @@ from mlflow.pyfunc import scoring_server
 from mlflow.tracking import MlflowClient
 from mlflow.types.schema import Schema, TensorSpec
 
-from mnist_vae import serving, store
+from mnist_vae import serving, tracking_store
 from mnist_vae.config import Params, TrackingConfig, to_flat_dict
 from mnist_vae.model import VAE, load_vae
 from mnist_vae.prior import check_digit
@@ -321,7 +321,7 @@ def record(version: ModelVersion, run_id: str, client: MlflowClient | None = Non
     current = client.get_model_version(version.name, version.version)
     return {"run_id": run_id, "model": version.name, "version": int(version.version),
             "aliases": sorted(current.aliases),
-            "tracking_uri": store.redact(mlflow.get_tracking_uri())}
+            "tracking_uri": tracking_store.redact(mlflow.get_tracking_uri())}
 
 
 # --- promotion as compare-and-set -------------------------------------------------------------
@@ -419,8 +419,8 @@ def load(ref: str = CHAMPION, name: str = DEFAULT_NAME, tracking_uri: str | None
     try:
         model = mlflow.keras.load_model(uri, load_model_kwargs={"compile": False})
     except MlflowException as err:
-        raise RegistryError(f"cannot load {uri} from {store.redact(mlflow.get_tracking_uri())}:"
-                            f" {err.message}") from err
+        where = tracking_store.redact(mlflow.get_tracking_uri())
+        raise RegistryError(f"cannot load {uri} from {where}: {err.message}") from err
     if not isinstance(model, VAE):
         raise RegistryError(f"{uri} holds a {type(model).__name__}, not a mnist_vae VAE")
     return model
@@ -433,5 +433,6 @@ def load_generator(ref: str = CHAMPION, name: str = DEFAULT_NAME,
 
 
 def _use_store_for(ref: str, name: str, tracking_uri: str | None) -> str:
-    store.use_store(tracking_uri or store.tracking_uri(store.repo_root()))
+    default = tracking_store.tracking_uri(tracking_store.repo_root())
+    tracking_store.use_store(tracking_uri or default)
     return model_uri(ref, name)

@@ -1,6 +1,6 @@
 """MLflow runs: open one (new or existing), log params, tags, metrics and files, close it.
 
-With store.py, continuation.py and registry.py, the only modules that use mlflow. `train`
+With tracking_store.py, continuation.py and registry.py, the only modules that use mlflow. `train`
 opens a new run (`training_run`) and writes its id to `paths.run_id`; `register` reopens it
 (see continuation.py). Every logging call is made by the stage itself, so each side effect
 shows in its stage file.
@@ -25,7 +25,7 @@ import psutil
 from mnist_vae import provenance
 from mnist_vae.config import Params, to_flat_dict
 from mnist_vae.files import file_sha256, write_json
-from mnist_vae.store import TrackingError, connect, mlflow, redact, repo_root
+from mnist_vae.tracking_store import TrackingError, connect, mlflow, redact, repo_root
 
 # The params sections each tracked stage reads; they become run params (`train.batch_size`).
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {

@@ -11,8 +11,7 @@ import mlflow
 import pytest
 
 from mlflow_helpers import store_uri, tiny_params
-from mnist_vae import store as tracking_store
-from mnist_vae import tracking
+from mnist_vae import tracking, tracking_store
 
 # --- where runs go -------------------------------------------------------------------------
 
