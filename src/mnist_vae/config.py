@@ -521,7 +521,7 @@ def parse_params(data: Any) -> Params:
 
 
 def read_params_mapping(path: str | Path = PARAMS_FILE) -> Any:
-    """The raw mapping in `params.yaml`, unvalidated; the only place YAML is read."""
+    """The raw mapping in a params file or overlay, unvalidated; the only place YAML is read."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")

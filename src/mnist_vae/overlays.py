@@ -5,13 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from mnist_vae.config import (
     PARAMS_FILE,
     ConfigError,
     Params,
-    YamlLoader,
     parse_params,
     read_params_mapping,
 )
@@ -20,12 +17,9 @@ from mnist_vae.config import (
 def load_overlay(path: str | Path) -> dict[str, Any]:
     """Read a partial params file (configs/*.yaml): the same schema, only the keys that differ."""
     path = Path(path)
-    try:
-        data = yaml.load(path.read_text(), Loader=YamlLoader) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config; see configs/ for the ones that exist") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config; see configs/ for the ones that exist")
+    data = read_params_mapping(path) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: must be a mapping of sections, got {data!r}")
     return data
