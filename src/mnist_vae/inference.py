@@ -7,9 +7,10 @@ log_var)`, `decode_logits(z)` and `latent_dim`, and optionally `prior_distributi
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -54,3 +55,30 @@ def decode_means(model: Any, z: np.ndarray, batch_size: int,
     out = [to_numpy(tf.sigmoid(model.decode_logits(z[s].astype(np.float32))))
            for s in batches(len(z), batch_size, desc)]
     return np.concatenate(out).astype(np.float32)
+
+
+DECODE_ROWS = 1000  # latents per compiled decoder call: bounds the activations' memory
+
+LogLikelihood = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def log_likelihood_fn(model: Any, nll: Callable[[Any, Any], Any]) -> LogLikelihood:
+    """(z [m*b, d], x [b, ...]) -> log p(x | z) [m*b] in float64, x repeated for each of
+    the m draws: one compiled graph (decoder, likelihood) for a Keras decoder, else eager ops."""
+    decoder = getattr(model, "decoder", None)
+    if not isinstance(decoder, keras.Model):
+        return lambda z, x: -to_numpy(nll(_repeat(x, len(z) // len(x)),
+                                          model.decode_logits(z))).astype(np.float64)
+
+    @tf.function(reduce_retracing=True)
+    def graph(z, x):
+        reps = tf.shape(z)[0] // tf.shape(x)[0]
+        multiples = tf.concat([[reps], tf.ones([tf.rank(x) - 1], tf.int32)], axis=0)
+        return -nll(tf.tile(x, multiples), decoder(z, training=False))
+
+    return lambda z, x: graph(tf.constant(z, tf.float32), tf.constant(x)).numpy().astype(np.float64)
+
+
+def _repeat(x: np.ndarray, times: int) -> np.ndarray:
+    """x [b, ...] stacked `times` times along the first axis: [times*b, ...]."""
+    return np.tile(x, (times,) + (1,) * (x.ndim - 1))
