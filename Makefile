@@ -6,11 +6,12 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 PORT    ?= 5000
+DRAW_PORT ?= 8000
 BUDGET  ?= 600
 WORKERS ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help setup repro exp test test-fast lint lock ui plots bench retrain train-multiworker server server-stop clean
+.PHONY: help setup repro exp test test-fast deps lint lock ui draw plots bench retrain train-multiworker server server-stop clean
 
 help:  ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -42,6 +43,9 @@ test: $(STAMP)  ## Run the whole test suite, end-to-end tests included (installs
 test-fast: $(STAMP)  ## Run the fast unit tests only (inner loop)
 	$(BIN)/python -m pytest -m "not slow" -x -q
 
+deps: $(STAMP)  ## Rewrite dvc.yaml's module deps to each stage's import closure (tests/test_dvc_map.py checks it)
+	$(BIN)/python scripts/sync_deps.py
+
 lint: $(STAMP)  ## Lint the code (ruff)
 	$(BIN)/ruff check src stages tests benchmarks
 
@@ -65,6 +69,9 @@ server: $(STAMP)  ## Start PostgreSQL + MLflow with basic auth on 127.0.0.1 (TEA
 
 server-stop: $(STAMP)  ## Stop the team stack (data and passwords stay in .team/)
 	$(TEAM) stop
+
+draw: $(STAMP)  ## Serve the drawing page on http://127.0.0.1:$(DRAW_PORT) (champion, else models/vae.keras)
+	$(BIN)/python -m mnist_vae web --port $(DRAW_PORT) $(if $(MODEL),--model $(MODEL))
 
 plots: $(STAMP)  ## Render every DVC plot to dvc_plots/index.html (draws offline: plots_template/)
 	$(BIN)/dvc plots show

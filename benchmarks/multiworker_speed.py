@@ -37,6 +37,7 @@ def worker(images: int, epochs: int, distribute: str) -> None:
     raw = read_params_mapping(ROOT / "params.yaml")
     raw["data"].update(train_limit=images)
     raw["model"]["prior"]["kind"] = "standard"  # the benchmark times training, not the EM fit
+    raw["model"]["prior"]["conditional"] = False
     raw["train"].update(epochs=epochs, patience=epochs, distribute=distribute)
     params = parse_params(raw)
     epoch_ends: list[float] = []

@@ -27,6 +27,11 @@ def main() -> None:
           f"{samples['recognisable']:.1%} recognisable samples, "
           f"Frechet {samples['frechet']:.2f} (floor {samples['frechet_floor']:.2f}), "
           f"{facts['seconds']['total']:.0f} s")
+    if "digits" in metrics:
+        digits = metrics["digits"]
+        print(f"evaluate: digits asked for and read as such {digits['agreement']:.1%} "
+              f"(worst digit {digits['agreement_min']:.1%}), "
+              f"mean per-digit Frechet {digits['frechet_mean']:.2f}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ when it wins. Writes what it did to `paths.registered`.
 """
 
 import json
+import sys
 from pathlib import Path
 
 from mnist_vae import continuation, registry, tracking
@@ -15,6 +16,7 @@ from mnist_vae.files import write_json
 
 
 def main() -> None:
+    tracking.stop_on_sigterm()  # SIGTERM ends the run KILLED, not left RUNNING
     params = load_params()
     paths = params.paths
     metrics = tracking.numeric_items(json.loads(Path(paths.metrics).read_text()))
@@ -35,4 +37,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(tracking.run_stage(main, "register"))

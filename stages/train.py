@@ -17,6 +17,7 @@ from mnist_vae.files import write_json
 
 def main() -> int:
     started = time.perf_counter()
+    tracking.stop_on_sigterm()  # SIGTERM ends the run KILLED, not left RUNNING
     params = load_params()
     paths = params.paths
     try:  # a non-chief worker trains alongside the chief and writes nothing
@@ -47,6 +48,8 @@ def main() -> int:
         except distribute.lost_worker_errors() as err:
             print(f"train: {distribute.describe_lost_worker(err)}", file=sys.stderr)
             raise SystemExit(1) from None
+        resumed = result.history[:result.facts["resumed_from_epoch"]]  # epochs of a killed run
+        tracking.log_epochs([training.keras_logs(record) for record in resumed])
         result.facts["stage_wall_time_s"] = round(time.perf_counter() - started, 2)
         training.save_model(result.model, paths.model)
         training.write_progress(paths.progress, result.progress)
@@ -65,4 +68,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(tracking.run_stage(main, "train"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -54,8 +55,10 @@ class ModelServer:
                 headers: dict[str, str] | None = None, timeout: float = 60) -> tuple[int, bytes]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
-            conn.request(method, path, body=body, headers=headers or {},
-                         encode_chunked=body is not None and not isinstance(body, bytes))
+            # the server may answer (413) and close before the body is all sent
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                conn.request(method, path, body=body, headers=headers or {},
+                             encode_chunked=body is not None and not isinstance(body, bytes))
             reply = conn.getresponse()
             return reply.status, reply.read()
         finally:

@@ -194,8 +194,8 @@ rng = np.random.default_rng(0)
 x = (rng.random((320, 28, 28, 1)) < 0.2).astype("float32")
 y = np.zeros(320, "int64")
 splits = Splits(x[:256], y[:256], x[256:], y[256:], x[256:], y[256:])
-model = dataclasses.replace(params.model, prior=dataclasses.replace(params.model.prior,
-                                                                     kind="standard"))
+model = dataclasses.replace(params.model, prior=dataclasses.replace(
+    params.model.prior, kind="standard", conditional=False))  # one label: no per-digit fit
 cfg = dataclasses.replace(params.train, epochs=1, distribute=sys.argv[1])
 with tempfile.TemporaryDirectory() as tmp:
     result = training.train(splits, params.data, model, cfg, tmp, verbose=0)

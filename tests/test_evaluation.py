@@ -9,6 +9,7 @@ import pytest
 from mnist_vae import evaluation as ev
 from mnist_vae import losses
 from mnist_vae.classifier import Predictions, build_classifier
+from mnist_vae.classifier import predict as classifier_predict
 from mnist_vae.config import (
     ClassifierConfig,
     DataConfig,
@@ -21,7 +22,15 @@ from mnist_vae.data import binarize as binarize_images
 from mnist_vae.data import scale
 from mnist_vae.files import write_json
 from mnist_vae.model import build_vae
-from toy_models import ConstantVAE, LinearGaussianVAE, ShiftedPriorVAE, ToyImageVAE
+from toy_models import (
+    BandDigitVAE,
+    ConstantVAE,
+    LinearGaussianVAE,
+    ShiftedPriorVAE,
+    ToyImageVAE,
+    band_classifier,
+    band_test_set,
+)
 
 LN2 = math.log(2.0)
 
@@ -308,8 +317,8 @@ EXPECTED_KEYS = {
     "samples": {"recognisable", "class_entropy", "frechet", "frechet_floor",
                 "test_recognisable", "test_class_entropy", "class_fraction"},
     "meta": {"likelihood", "trained_view", "test_images", "iwae_samples", "iwae_images",
-             "prior_samples", "prior_components", "kl_estimator", "gaussian_nll_constant",
-             "seconds"},
+             "prior_samples", "digit_samples", "prior_components", "kl_estimator",
+             "gaussian_nll_constant", "seconds"},
     "meta.seconds": {"elbo", "iwae", "active_units", "samples", "total"},
 }
 
@@ -390,6 +399,37 @@ def test_evaluate_runs_on_a_real_vae_of_either_likelihood(likelihood):
     if likelihood == "gaussian":
         gap = metrics["test"]["gaussian"]["rec_nll"] - metrics["test"]["sse"]
         assert gap == pytest.approx(392 * math.log(math.pi), rel=1e-5)
+
+
+# --- drawing the digit asked for ---------------------------------------------------------------
+
+
+def test_digit_agreement_is_the_fraction_read_as_the_digit_asked_for():
+    grey, labels = band_test_set()
+    classifier = band_classifier()
+    test = classifier_predict(classifier, grey)
+    cfg = EvaluateConfig(digit_samples=30, batch_size=16)
+    good = ev.digit_quality(BandDigitVAE(), classifier, test, labels, cfg)
+    assert good["agreement"] == good["agreement_min"] == 1.0
+    bad = ev.digit_quality(BandDigitVAE(wrong={3: 8}), classifier, test, labels, cfg)
+    assert bad["per_digit"]["3"]["agreement"] == 0.0 and bad["agreement_min"] == 0.0
+    assert bad["agreement"] == pytest.approx(0.9)
+    # drawing an 8 when asked for a 3 is far from the 3s; the other digits keep their numbers
+    assert bad["per_digit"]["3"]["frechet"] > 10 * good["per_digit"]["3"]["frechet"] + 1
+    assert bad["per_digit"]["5"] == good["per_digit"]["5"]
+    assert good["frechet_mean"] == pytest.approx(
+        np.mean([d["frechet"] for d in good["per_digit"].values()]))
+
+
+def test_evaluate_measures_digits_only_for_a_model_that_draws_them():
+    grey, labels = band_test_set(10)
+    cfg = EvaluateConfig(iwae_samples=2, iwae_images=10, prior_samples=20, digit_samples=10,
+                         batch_size=16)
+    drawn = ev.evaluate(BandDigitVAE(), band_classifier(), grey, labels, None, cfg)
+    assert set(drawn["digits"]["per_digit"]) == {str(d) for d in range(10)}
+    assert drawn["meta"]["digit_samples"] == 10 and "digits" in drawn["meta"]["seconds"]
+    plain = ev.evaluate(ToyImageVAE(), band_classifier(), grey, labels, None, cfg)
+    assert "digits" not in plain and plain["meta"]["digit_samples"] == 0
 
 
 # --- the IWAE's fast path against straightforward and previous implementations ---------------

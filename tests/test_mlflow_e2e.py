@@ -182,12 +182,34 @@ def test_the_champion_serves_digits_and_rejects_bad_requests(tracked_repo, track
         assert "between 1 and 16 latent vectors" in _post(url, bad["too many rows"])[1]["message"]
         status, reply = _post(url, {"instances": z[:1]})
         assert status == 200 and np.asarray(reply["predictions"]).shape == (1, 28, 28)
+        _check_digit_requests(url)
     finally:
         _stop(proc)
 
 
+def _check_digit_requests(url: str) -> None:
+    """Digit records: the same record draws the same image, bad digits get 400 with a message,
+    and the server keeps serving after each."""
+    asked = {"dataframe_records": [{"digit": 7, "seed": 3}, {"digit": 0, "seed": 1}]}
+    status, reply = _post(url, asked)
+    assert status == 200, reply
+    images = np.asarray(reply["predictions"])
+    assert images.shape == (2, 28, 28) and images.min() >= 0 and images.max() <= 1
+    again = np.asarray(_post(url, {"dataframe_records": [{"digit": 7, "seed": 3}]})[1][
+        "predictions"])
+    np.testing.assert_allclose(again[0], images[0], atol=1e-6)
+    for digit, message in [(10, "digit must be 0-9, got 10"), (-1, "digit must be 0-9, got -1"),
+                           ("x", "digit is a string"), (2.5, "whole number 0-9, got 2.5"),
+                           (True, "digit is a boolean")]:
+        status, reply = _post(url, {"dataframe_records": [{"digit": digit, "seed": 0}]})
+        assert status == 400 and message in reply.get("message", ""), (digit, status, reply)
+        status, _ = _post(url, {"dataframe_records": [{"digit": 4}]})
+        assert status == 200, f"the server stopped serving after digit {digit!r}"
+
+
 def test_an_unreachable_server_fails_training_fast_naming_the_uri(downloaded_repo, tmp_path):
     repo = clone_repo(downloaded_repo, tmp_path / "repo")
+    before = _files(repo / "dvclive")  # what git carries there (the committed summary)
     uri = f"http://127.0.0.1:{unused_port()}"
     start = time.monotonic()
     result = run_stage(repo, "train", env=pipeline_env(repo, MLFLOW_TRACKING_URI=uri),
@@ -197,4 +219,10 @@ def test_an_unreachable_server_fails_training_fast_naming_the_uri(downloaded_rep
     assert result.returncode != 0
     assert f"MLflow tracking server {uri} is unreachable" in result.stderr
     assert not (repo / "models" / "vae.keras").exists()
-    assert not (repo / "dvclive").exists() and not (repo / ".checkpoints").exists()
+    assert _files(repo / "dvclive") == before and not (repo / ".checkpoints").exists()
+
+
+def _files(directory: Path) -> dict[str, bytes]:
+    """Every file under `directory` with its bytes ({} when there is no such directory)."""
+    return {str(p.relative_to(directory)): p.read_bytes()
+            for p in sorted(directory.rglob("*")) if p.is_file()}

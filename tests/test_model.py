@@ -250,3 +250,65 @@ def test_a_model_file_with_a_damaged_member_is_reported_as_corrupt(tmp_path, tin
         load_vae(path)
     assert str(err.value).startswith(f"{path}: corrupt or incompatible, Keras cannot load it (")
     assert "dvc repro -f train" in str(err.value)
+
+
+# --- p(z | digit) ----------------------------------------------------------------------------
+
+CONDITIONAL = dataclasses.replace(TINY, prior=PriorConfig(kind="mixture", components=2,
+                                                          conditional=True,
+                                                          components_per_digit=2))
+
+
+def _digit_mixtures(dim: int) -> list[GaussianMixture]:
+    """Digit d: two narrow components at +-(d + 1) * 3 in every coordinate."""
+    return [GaussianMixture(np.log([0.5, 0.5]), np.stack([np.full(dim, 3.0 * (d + 1)),
+                                                          np.full(dim, -3.0 * (d + 1))]),
+                            np.tile(0.01 * np.eye(dim), (2, 1, 1))) for d in range(10)]
+
+
+def test_a_digit_prior_is_saved_and_draws_the_digit_asked_for(tmp_path):
+    model = build_vae(CONDITIONAL)
+    model.set_prior(_far_mixture(3))
+    model.set_digit_prior(_digit_mixtures(3))
+    model.save(tmp_path / "m.keras")
+    loaded = load_vae(tmp_path / "m.keras")
+    assert loaded.draws_digits
+    for digit in (0, 7):
+        z = loaded.prior_distribution(digit).sample(5, np.random.default_rng(2))
+        np.testing.assert_allclose(np.abs(z), 3.0 * (digit + 1), atol=0.5)
+        np.testing.assert_allclose(np.asarray(loaded.sample(5, seed=2, digit=digit)),
+                                   np.asarray(loaded.decode(z.astype("float32"))), rtol=1e-6)
+    # digit=None is the unconditional prior, exactly as before
+    z = _far_mixture(3).sample(4, np.random.default_rng(3))
+    np.testing.assert_allclose(np.asarray(loaded.sample(4, seed=3)),
+                               np.asarray(loaded.decode(z.astype("float32"))), rtol=1e-6)
+
+
+def test_a_walk_goes_from_one_drawn_digit_to_another():
+    model = build_vae(CONDITIONAL)
+    model.set_digit_prior(_digit_mixtures(3))
+    walk = np.asarray(model.digit_walk(1, 8, steps=5, seed=0))
+    rng = np.random.default_rng(0)
+    a, b = (model.prior_distribution(d).sample(1, rng)[0] for d in (1, 8))
+    assert walk.shape == (5, 28, 28, 1)
+    np.testing.assert_allclose(walk[[0, -1]], np.asarray(model.decode(np.stack([a, b]).astype(
+        "float32"))), rtol=1e-5, atol=1e-6)
+
+
+def test_asking_for_a_digit_without_a_digit_prior_says_how_to_get_one():
+    vae = build_vae(dataclasses.replace(TINY, prior=PriorConfig(conditional=False)))
+    assert not vae.draws_digits
+    with pytest.raises(ValueError, match="no per-digit prior.*model.prior.conditional: true"):
+        vae.sample(2, seed=0, digit=3)
+
+
+@pytest.mark.parametrize("bad", [10, -1, "x", 2.5, True])
+def test_a_bad_digit_is_refused(bad):
+    with pytest.raises(ValueError, match="digit must be"):
+        build_vae(CONDITIONAL).sample(1, seed=0, digit=bad)
+
+
+def test_a_digit_prior_of_the_wrong_shape_is_refused():
+    model = build_vae(CONDITIONAL)
+    with pytest.raises(ValueError, match="expected 10 mixtures of 2 components of dimension 3"):
+        model.set_digit_prior(_digit_mixtures(3)[:9])

@@ -15,7 +15,7 @@ from helpers import clone_repo, pipeline_env, run_dvc, set_params
 
 pytestmark = pytest.mark.slow
 
-PICTURES = ("samples", "reconstructions", "interpolations", "manifold", "progress")
+PICTURES = ("samples", "reconstructions", "interpolations", "manifold", "progress", "digits")
 
 
 def _leaves(node, prefix=""):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from mnist_vae.prior import GaussianMixture, fit_mixture
+from mnist_vae.prior import DIGITS, GaussianMixture, check_digit, fit_digit_mixtures, fit_mixture
 
 
 def _two_blobs() -> GaussianMixture:
@@ -93,3 +93,54 @@ def test_weights_rounded_to_float32_still_make_a_distribution():
                             np.tile(np.eye(2), (50, 1, 1)))
     assert prior.sample(10, np.random.default_rng(0)).shape == (10, 2)
     np.testing.assert_allclose(np.exp(prior.normalized_log_weights).sum(), 1.0, rtol=1e-15)
+
+
+# --- p(z | digit) --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("digit", [0, 9, np.int64(7)])
+def test_a_digit_is_a_whole_number_from_0_to_9(digit):
+    assert check_digit(digit) == int(digit)
+
+
+@pytest.mark.parametrize("bad, message", [(10, "0-9, got 10"), (-1, "0-9, got -1"),
+                                          ("7", "whole number 0-9, got '7'"),
+                                          (2.5, "whole number 0-9, got 2.5"),
+                                          (True, "whole number 0-9, got True"),
+                                          (None, "whole number 0-9, got None")])
+def test_anything_else_is_refused_saying_what_was_wrong(bad, message):
+    with pytest.raises(ValueError, match=message):
+        check_digit(bad)
+
+
+def test_each_digit_gets_a_mixture_of_its_own_codes():
+    rng = np.random.default_rng(1)
+    labels = np.repeat(np.arange(DIGITS), 200)
+    codes = labels[:, None] * 10.0 + rng.standard_normal((len(labels), 2))  # digit d near 10d
+    mixtures, facts = fit_digit_mixtures(codes, labels, 2, "full", 100, seed=0)
+    assert len(mixtures) == DIGITS and facts["components_per_digit"] == 2
+    for digit, mixture in enumerate(mixtures):
+        draws = mixture.sample(500, np.random.default_rng(digit))
+        np.testing.assert_allclose(draws.mean(axis=0), [10.0 * digit] * 2, atol=0.3)
+        assert facts["per_digit"][str(digit)]["codes"] == 200
+
+
+def test_a_digit_with_too_few_codes_is_named():
+    labels = np.repeat(np.arange(DIGITS), 5)
+    labels[labels == 3] = 4  # no code of digit 3
+    with pytest.raises(ValueError, match=r"model\.prior\.components_per_digit: 2 .* got 0 for "
+                                         r"digit 3; lower model\.prior\.components_per_digit"):
+        fit_digit_mixtures(np.zeros((50, 2)), labels, 2, "full", 10, seed=0)
+
+
+def test_a_temperature_scales_every_components_spread_and_keeps_the_means():
+    rng = np.random.default_rng(2)
+    labels = np.repeat(np.arange(DIGITS), 300)
+    codes = labels[:, None] * 10.0 + rng.standard_normal((len(labels), 2))
+    plain, _ = fit_digit_mixtures(codes, labels, 1, "full", 100, seed=0)
+    cool, facts = fit_digit_mixtures(codes, labels, 1, "full", 100, seed=0, temperature=0.5)
+    assert facts["temperature"] == 0.5
+    np.testing.assert_array_equal(cool[4].means, plain[4].means)
+    np.testing.assert_allclose(cool[4].scale_tril, 0.5 * plain[4].scale_tril)
+    draws = cool[4].sample(20_000, np.random.default_rng(3))
+    np.testing.assert_allclose(draws.std(axis=0), 0.5 * plain[4].sample(
+        20_000, np.random.default_rng(3)).std(axis=0), rtol=0.03)

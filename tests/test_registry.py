@@ -9,6 +9,7 @@ import textwrap
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -207,3 +208,40 @@ def test_a_champion_that_cannot_be_read_is_never_replaced(store, tiny_vae_file, 
     monkeypatch.undo()
     assert _aliases(client) == {"challenger": "2", "champion": "1"}
     assert "version 2 stays challenger: cannot read mnist-vae@champion" in capsys.readouterr().out
+
+
+def test_the_generator_draws_the_digits_asked_for_and_rejects_bad_ones(store, tiny_vae_file):
+    _register(store, tiny_vae_file, 100.0)
+    generator = registry.load_generator("champion")
+    vae = load_vae(tiny_vae_file)
+    records = pd.DataFrame({"digit": [7, 2], "seed": [3, 0]})
+    images = generator.predict(records)
+    assert images.shape == (2, 28, 28) and images.dtype == np.float32
+    np.testing.assert_allclose(images[0], np.asarray(vae.sample(1, 3, digit=7))[0, ..., 0],
+                               atol=1e-6)
+    np.testing.assert_allclose(generator.predict(pd.DataFrame({"digit": [2]}))[0], images[1],
+                               atol=1e-6)  # seed 0 when none is given
+    bad = {"10": [10], "-1": [-1], "'x'": ["x"], "2.5": [2.5], "True": [True]}
+    for shown, digits in bad.items():
+        with pytest.raises(MlflowException, match=f"digit must be .*got {shown}") as err:
+            generator.predict(pd.DataFrame({"digit": digits}))
+        assert err.value.get_http_status_code() == 400
+    for frame, message in [(pd.DataFrame({"digit": [1], "seed": [-2]}), "seed must be"),
+                           (pd.DataFrame({"digit": [1], "colour": [3]}), "digit and seed only"),
+                           (pd.DataFrame({"digit": [1] * 257}), "between 1 and 256 records")]:
+        with pytest.raises(MlflowException, match=message):
+            generator.predict(frame)
+
+
+def test_drawing_defaults_to_the_champion_when_the_store_has_one(store, tiny_vae_file):
+    from mnist_vae import drawing
+
+    (store / "models").mkdir()
+    shutil.copyfile(tiny_vae_file, store / "models" / "vae.keras")
+    assert drawing.open_model(root=store)[1] == "models/vae.keras"  # a store, no champion yet
+    _register(store, tiny_vae_file, 100.0)
+    model, origin = drawing.open_model(root=store)
+    assert origin == "models:/mnist-vae@champion" and model.draws_digits
+    assert drawing.open_model("models:/mnist-vae/1", root=store)[1] == "models:/mnist-vae/1"
+    with pytest.raises(drawing.DrawError, match="models:/mnist-vae/7"):
+        drawing.open_model("models:/mnist-vae/7", root=store)

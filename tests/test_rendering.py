@@ -6,7 +6,7 @@ from PIL import Image
 
 from mnist_vae import rendering as rd
 from mnist_vae.config import RenderConfig
-from toy_models import ToyImageVAE
+from toy_models import BandDigitVAE, ToyImageVAE
 
 CFG = RenderConfig()  # scale 2, gutter 2: a tile is 56 px, a grid of n tiles 58 n + 2 px
 
@@ -159,3 +159,30 @@ def test_render_all_writes_every_png_and_a_rerun_gives_identical_bytes(tmp_path)
             assert not png.info  # no metadata (time stamps, software) in the file
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == sorted(
         f"{n}.png" for n in first)
+
+
+def test_digits_grid_has_one_labelled_row_per_digit_drawn_as_asked():
+    image = rd.digits_grid(BandDigitVAE(), CFG)
+    margin = rd.label_width([str(d) for d in range(10)])
+    assert image.size == (margin + 58 * CFG.digit_columns + 2, 58 * 10 + 2)
+    for digit in (0, 4, 9):
+        tile = _tile(image, margin + 2 + 58 * 3, 2 + 58 * digit)
+        bright_rows = np.flatnonzero(tile.mean(axis=1) > 128)
+        assert list(bright_rows) == [2 * digit, 2 * digit + 1]  # the band of that digit
+
+
+def test_render_all_adds_digits_only_for_a_model_that_draws_them(tmp_path):
+    x, y = _test_set(20)
+    progress = (np.zeros((1, 16, 28, 28), np.float32), np.array([1]))
+    written = rd.render_all(BandDigitVAE(), x, y, progress, tmp_path / "d", CFG)
+    assert "digits" in written and written["digits"].name == "digits.png"
+    plain = rd.render_all(ToyImageVAE(), x, y, progress, tmp_path / "p", CFG)
+    assert "digits" not in plain
+
+
+def test_a_sheet_of_any_count_is_a_near_square_grid():
+    images = np.ones((5, 28, 28, 1), np.float32)
+    image = rd.sheet(images, 2, 2)
+    assert image.size == (58 * 3 + 2, 58 * 2 + 2)
+    assert _tile(image, 2 + 58 * 2, 2 + 58).max() == 0  # the sixth place stays empty
+    assert _tile(image, 2 + 58, 2 + 58).min() == 255

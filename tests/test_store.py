@@ -2,6 +2,7 @@
 messages, and a tracking server that does not answer."""
 
 import os
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -91,3 +92,33 @@ def test_any_http_answer_counts_as_reachable():
         tracking_store.check_reachable(f"http://127.0.0.1:{server.server_port}", timeout_s=2.0)
     finally:
         server.shutdown()
+
+
+def test_a_copied_repository_writes_its_artifacts_into_its_own_directory(
+        tmp_path, monkeypatch, empty_store_db, capsys):
+    original, copy = tmp_path / "original", tmp_path / "copy"
+    original.mkdir()
+    shutil.copyfile(empty_store_db, original / "mlflow.db")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    note = tmp_path / "note.txt"
+    note.write_text("hello")
+    try:
+        with tracking.training_run(tiny_params(), root=original):
+            tracking.log_files(note)
+        shutil.copytree(original, copy)
+        capsys.readouterr()
+        with tracking.training_run(tiny_params(), root=copy) as run:
+            tracking.log_files(note)
+    finally:
+        mlflow.end_run()
+        mlflow.set_tracking_uri(None)
+    written = {p.relative_to(tmp_path).parts[0] for p in tmp_path.rglob("note.txt")
+               if run.run_id in p.parts}
+    assert written == {"copy"}
+    said = [line for line in capsys.readouterr().err.splitlines() if "copied" in line]
+    assert len(said) == 1 and str(original) in said[0] and str(copy) in said[0]
+    client = mlflow.MlflowClient(f"sqlite:///{copy / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("mnist-vae").experiment_id])
+    assert len(runs) == 2  # the copied run too now points into the copy
+    assert all(r.info.artifact_uri.startswith((copy / "mlartifacts").as_uri()) for r in runs)

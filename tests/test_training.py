@@ -10,6 +10,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from unittest.mock import ANY
 
 import keras
 import numpy as np
@@ -39,6 +40,7 @@ TINY_MODEL = ModelConfig(
     latent_dim=2,
     encoder=EncoderConfig(filters=(4,), kernel_sizes=(3,), strides=(4,), dropout=(0.1,)),
     decoder=DecoderConfig(reshape=(7, 7, 4), filters=(4,), kernel_sizes=(3,), strides=(4,)),
+    prior=PriorConfig(conditional=False),  # the tiny data's labels are all 0
 )
 TINY_TRAIN = TrainConfig(batch_size=16, epochs=3, learning_rate=0.01, patience=10,
                          progress_samples=4)
@@ -156,8 +158,33 @@ def test_checkpoint_from_another_architecture_is_refused(tmp_path):
     cfg = dataclasses.replace(TINY_TRAIN, epochs=1)
     train(_splits(), TINY_DATA, TINY_MODEL, cfg, tmp_path / "ckpt", verbose=0)
     other = dataclasses.replace(TINY_MODEL, latent_dim=3)
-    with pytest.raises(CheckpointMismatch, match="delete"):
+    with pytest.raises(CheckpointMismatch, match="do not fit this model"):
         load_checkpoint(tmp_path / "ckpt" / CHECKPOINT_FILE, compiled_vae(other, cfg, 4))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "foreign"])
+def test_an_unusable_checkpoint_is_set_aside_and_training_starts_over(tmp_path, capsys, damage):
+    cfg = dataclasses.replace(TINY_TRAIN, epochs=1)
+    ckpt = tmp_path / "ckpt"
+    train(_splits(), TINY_DATA, TINY_MODEL, cfg, ckpt, verbose=0)
+    file = ckpt / CHECKPOINT_FILE
+    if damage == "truncated":  # a write cut short, e.g. by a full disk
+        file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
+        model_cfg = TINY_MODEL
+    else:  # a checkpoint from another architecture under the same key
+        model_cfg = dataclasses.replace(TINY_MODEL, latent_dim=3)
+    original = file.read_bytes()
+    capsys.readouterr()
+    start = time.monotonic()
+    result = train(_splits(), TINY_DATA, model_cfg, dataclasses.replace(cfg, epochs=2), ckpt,
+                   verbose=0)
+    print(f"{damage} checkpoint: set aside, training restarted after "
+          f"{time.monotonic() - start:.1f} s of training")
+    assert result.facts["resumed_from_epoch"] == 0 and result.facts["epochs_run"] == 2
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("ckpt.corrupt-")]
+    assert len(aside) == 1 and (aside[0] / CHECKPOINT_FILE).read_bytes() == original
+    said = [line for line in capsys.readouterr().err.splitlines() if "unusable" in line]
+    assert len(said) == 1 and str(aside[0]) in said[0]
 
 
 def test_checkpoint_key_follows_training_params_and_data(tmp_path):
@@ -274,7 +301,8 @@ def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(tmp_path):
 def test_training_ends_by_fitting_the_mixture_prior_to_the_training_codes(tmp_path):
     # One full-covariance Gaussian: 64 codes determine it, so it generalises to the 16
     # validation codes (4 components on 64 codes overfit: worse than N(0, I) on validation).
-    model_cfg = dataclasses.replace(TINY_MODEL, prior=PriorConfig(components=1))
+    model_cfg = dataclasses.replace(TINY_MODEL,
+                                    prior=PriorConfig(components=1, conditional=False))
     result = train(_splits(), TINY_DATA, model_cfg, TINY_TRAIN, tmp_path / "ckpt", verbose=0)
     facts = result.facts["prior"]
     assert facts["kind"] == "mixture" and facts["components"] == 1 and facts["codes"] == 64
@@ -285,7 +313,8 @@ def test_training_ends_by_fitting_the_mixture_prior_to_the_training_codes(tmp_pa
 
 
 def test_a_standard_prior_stays_n01(tmp_path):
-    model_cfg = dataclasses.replace(TINY_MODEL, prior=PriorConfig(kind="standard"))
+    model_cfg = dataclasses.replace(TINY_MODEL,
+                                    prior=PriorConfig(kind="standard", conditional=False))
     cfg = dataclasses.replace(TINY_TRAIN, epochs=1)
     result = train(_splits(), TINY_DATA, model_cfg, cfg, tmp_path / "ckpt", verbose=0)
     assert result.facts["prior"] == {"kind": "standard"}
@@ -293,8 +322,55 @@ def test_a_standard_prior_stays_n01(tmp_path):
 
 
 def test_a_mixture_too_big_for_the_data_fails_before_training(tmp_path):
-    model_cfg = dataclasses.replace(TINY_MODEL, prior=PriorConfig(components=65))
+    model_cfg = dataclasses.replace(TINY_MODEL,
+                                    prior=PriorConfig(components=65, conditional=False))
     logger = Records()
     with pytest.raises(ValueError, match=r"model\.prior\.components: 65 .* 64 training images"):
         train(_splits(), TINY_DATA, model_cfg, TINY_TRAIN, tmp_path / "ckpt", logger, verbose=0)
     assert logger.records == [] and not (tmp_path / "ckpt").exists()
+
+
+def test_the_digit_prior_leaves_the_model_and_its_prior_exactly_as_they_were(tmp_path):
+    splits = dataclasses.replace(_splits(100), y_train=np.arange(100) % 10)
+    cfg = dataclasses.replace(TINY_TRAIN, epochs=1)
+    results = {}
+    for conditional in (False, True):
+        model_cfg = dataclasses.replace(TINY_MODEL, prior=PriorConfig(
+            components=2, conditional=conditional, components_per_digit=1))
+        results[conditional] = train(splits, TINY_DATA, model_cfg, cfg,
+                                     tmp_path / str(conditional), verbose=0)
+    plain, drawing = results[False], results[True]
+    for a, b in zip(plain.model.prior_distribution().__dict__.values(),
+                    drawing.model.prior_distribution().__dict__.values(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(plain.model.get_weights(), drawing.model.get_weights(), strict=False):
+        np.testing.assert_array_equal(a, b)  # the shared weights, in the same order
+    assert drawing.facts["prior"].pop("digits")["per_digit"]["3"]["codes"] == 10
+    assert drawing.facts["prior"] == plain.facts["prior"] | {"seconds": ANY}
+    assert drawing.model.draws_digits and not plain.model.draws_digits
+    # one component per digit: the mean of that digit's codes z ~ q(z|x), drawn as training does
+    mean, log_var = (np.asarray(t, np.float64) for t in drawing.model.encode(splits.x_train))
+    codes = mean + np.exp(0.5 * log_var) * np.random.default_rng(cfg.seed).standard_normal(
+        mean.shape)
+    for digit in (3, 8):
+        np.testing.assert_allclose(drawing.model.prior_distribution(digit).means[0],
+                                   codes[splits.y_train == digit].mean(axis=0), rtol=1e-5)
+
+
+def test_a_digit_prior_too_big_for_the_data_fails_before_training(tmp_path):
+    model_cfg = dataclasses.replace(TINY_MODEL, prior=PriorConfig(
+        components=1, conditional=True, components_per_digit=7))
+    with pytest.raises(ValueError, match=r"components_per_digit: 7 components .* got 6 per "
+                                         r"digit from 64 training images"):
+        train(_splits(), TINY_DATA, model_cfg, TINY_TRAIN, tmp_path / "ckpt", verbose=0)
+
+
+def test_the_digit_prior_can_be_fitted_to_the_encoders_means(tmp_path):
+    splits = dataclasses.replace(_splits(100), y_train=np.arange(100) % 10)
+    model_cfg = dataclasses.replace(TINY_MODEL, prior=PriorConfig(
+        components=2, conditional=True, components_per_digit=1, digit_codes="mean"))
+    result = train(splits, TINY_DATA, model_cfg, dataclasses.replace(TINY_TRAIN, epochs=1),
+                   tmp_path / "ckpt", verbose=0)
+    means = np.asarray(result.model.encode(splits.x_train)[0], np.float64)
+    np.testing.assert_allclose(result.model.prior_distribution(6).means[0],
+                               means[splits.y_train == 6].mean(axis=0), rtol=1e-5)

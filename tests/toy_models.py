@@ -138,3 +138,62 @@ class ShiftedPriorVAE:
 
     def nll(self, x, mean):
         return self.base.nll(x, mean)
+
+
+class BandDigitVAE:
+    """Draws "digit" d as a bright horizontal band in rows [2d, 2d + 2): p(z | d) is a narrow
+    Gaussian at z = (d, 0); the decoder paints the band at round(z_0). `wrong` maps a digit
+    to the band actually drawn, to model a VAE that draws the wrong digit."""
+
+    latent_dim = 2
+    likelihood = "bernoulli"
+    draws_digits = True
+
+    def __init__(self, wrong: dict[int, int] | None = None):
+        self.wrong = wrong or {}
+
+    def prior_distribution(self, digit=None):
+        from mnist_vae.prior import GaussianMixture
+        if digit is None:
+            return GaussianMixture.standard(2)
+        mean = np.array([[float(self.wrong.get(digit, digit)), 0.0]])
+        return GaussianMixture(np.zeros(1), mean, 0.01 * np.eye(2)[None])
+
+    def decode_logits(self, z):
+        bands = np.clip(np.round(np.asarray(z, np.float64)[:, 0]), 0, 9).astype(int)
+        logits = np.full((len(bands), 28, 28, 1), -8.0, np.float32)
+        for image, band in zip(logits, bands, strict=True):
+            image[2 * band:2 * band + 2] = 8.0
+        return logits
+
+    def encode(self, x):
+        rows = np.asarray(x, np.float64).reshape(len(x), 28, 28).mean(axis=2)
+        mean = np.stack([np.argmax(rows, axis=1) / 2.0, np.zeros(len(x))], axis=1)
+        return mean, np.full_like(mean, -4.0)
+
+
+def band_classifier():
+    """A fixed keras classifier that reads band images: features = brightness of rows
+    [2d, 2d + 2), class = the brightest band (same FEATURES_LAYER as the real one)."""
+    import keras
+
+    from mnist_vae.classifier import FEATURES_LAYER
+    inputs = keras.Input((28, 28, 1))
+    features = keras.layers.Dense(10, name=FEATURES_LAYER, use_bias=False)(
+        keras.layers.Flatten()(inputs))
+    probs = keras.layers.Activation("softmax")(features)
+    model = keras.Model(inputs, probs)
+    kernel = np.zeros((28, 28, 10), np.float32)
+    for d in range(10):
+        kernel[2 * d:2 * d + 2, :, d] = 1.0
+    model.get_layer(FEATURES_LAYER).set_weights([kernel.reshape(784, 10)])
+    return model
+
+
+def band_test_set(per_digit: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Band images with a little noise, and their digits."""
+    labels = np.repeat(np.arange(10), per_digit)
+    images = np.asarray(BandDigitVAE().decode_logits(np.stack(
+        [labels, np.zeros(len(labels))], axis=1)))
+    noise = np.random.default_rng(seed).random(images.shape) * 0.1
+    return (1 / (1 + np.exp(-images)) + noise).astype(np.float32), labels

@@ -13,6 +13,8 @@ import json
 import math
 import os
 import shutil
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,8 +88,7 @@ def load_checkpoint(path: Path, model: VAE) -> tuple[TrainState, list[np.ndarray
             saved = [npz[f"{prefix}/{i}"] for i in range(_count(npz, prefix))]
             if [s.shape for s in saved] != [tuple(v.shape) for v in variables]:
                 raise CheckpointMismatch(
-                    f"{path}: its {prefix} variables do not fit this model; delete "
-                    f"{path.parent} to start over"
+                    f"{path}: its {prefix} variables do not fit this model"
                 )
             for variable, value in zip(variables, saved, strict=True):
                 variable.assign(value)
@@ -95,6 +96,16 @@ def load_checkpoint(path: Path, model: VAE) -> tuple[TrainState, list[np.ndarray
         best = [npz[f"best/{i}"] for i in range(_count(npz, "best"))]
         progress = list(npz["progress"])
     return state, best, progress
+
+
+def set_aside(checkpoint_dir: Path, why: str) -> Path:
+    """Rename an unusable checkpoint directory to `<dir>.corrupt-<UTC time>`, kept for a look."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = checkpoint_dir.with_name(f"{checkpoint_dir.name}.corrupt-{stamp}")
+    checkpoint_dir.rename(target)
+    print(f"checkpoint {checkpoint_dir} is unusable ({why}); moved to {target} and training "
+          "starts over (delete that directory once inspected)", file=sys.stderr)
+    return target
 
 
 def _count(npz, prefix: str) -> int:

@@ -282,6 +282,12 @@ class PriorConfig:
     covariance: Literal["full", "diag"] = "full"
     fit_samples: int = checked(1, positive)  # codes z ~ q(z|x) drawn per training image
     fit_iterations: int = checked(200, positive)  # most EM iterations
+    # Also fit p(z | digit), one mixture per digit to the codes of that digit's training images,
+    # so `vae.sample(n, seed, digit=d)` draws the digit asked for.
+    conditional: bool = True
+    components_per_digit: int = checked(10, positive)
+    digit_codes: Literal["sample", "mean"] = "sample"  # p(z | digit) fitted to z ~ q or its mean
+    digit_temperature: float = checked(0.8, positive)  # p(z | digit)'s spread x this (< 1: typical)
 
 
 @dataclass(frozen=True)
@@ -346,6 +352,7 @@ class EvaluateConfig:
     iwae_views: Literal["all", "trained"] = "all"  # trained: the IWAE on the trained view only
     active_threshold: float = checked(0.01, positive)  # Burda et al.'s covariance criterion
     prior_samples: int = checked(10000, positive)  # N samples from the prior for sample quality
+    digit_samples: int = checked(1000, positive)  # samples asked for each digit (p(z | digit))
     confidence: float = checked(0.9, probability)  # "recognisable" = top class prob >= this
 
 
@@ -357,6 +364,7 @@ class RenderConfig:
     scale: int = checked(2, positive)  # each MNIST pixel becomes scale x scale screen pixels
     gutter: int = checked(2, non_negative)  # pixels between tiles
     samples_grid: int = checked(10, positive)  # samples.png is grid x grid
+    digit_columns: int = checked(10, positive)  # digits.png: this many draws of each digit 0-9
     reconstruction_rows: int = checked(10, positive)  # one row per digit class (cycling)
     reconstruction_pairs: int = checked(5, positive)  # original|reconstruction pairs per row
     interpolation_rows: int = checked(8, positive)

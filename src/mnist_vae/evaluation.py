@@ -201,6 +201,39 @@ def prior_samples(model: Any, n: int, seed: int, batch_size: int) -> np.ndarray:
     return decode_means(model, z, batch_size, desc="prior samples")
 
 
+def digit_samples(model: Any, digit: int, n: int, seed: int, batch_size: int) -> np.ndarray:
+    """Decoder means of n seeded draws z ~ p(z | digit): what `vae.sample(..., digit=)` draws."""
+    z = model.prior_distribution(digit).sample(n, np.random.default_rng(seed))
+    return decode_means(model, z, batch_size)
+
+
+def digit_quality(model: Any, classifier: Any, test: Predictions, labels: np.ndarray,
+                  cfg: EvaluateConfig) -> dict[str, Any]:
+    """How well the model draws the digit asked for, judged by the classifier.
+
+    agreement: the fraction of samples asked for d that the classifier reads as d; frechet:
+    the Frechet distance between them and the test images of d (frechet_floor: between two
+    halves of those test images, the distance of a perfect model).
+    """
+    per_digit: dict[str, dict[str, float]] = {}
+    for digit in range(NUM_CLASSES):
+        drawn = classifier_predict(classifier, digit_samples(
+            model, digit, cfg.digit_samples, cfg.seed + digit, cfg.batch_size))
+        own = test.features[labels == digit]
+        halves = np.random.default_rng(cfg.seed).permutation(len(own))
+        per_digit[str(digit)] = {
+            "agreement": float(np.mean(np.argmax(drawn.probs, axis=1) == digit)),
+            "recognisable": recognisable(drawn.probs, cfg.confidence),
+            "frechet": frechet_between(drawn.features, own),
+            "frechet_floor": frechet_between(own[halves[:len(own) // 2]],
+                                             own[halves[len(own) // 2:]]),
+        }
+    agreements = [d["agreement"] for d in per_digit.values()]
+    return {"agreement": float(np.mean(agreements)), "agreement_min": float(min(agreements)),
+            "frechet_mean": float(np.mean([d["frechet"] for d in per_digit.values()])),
+            "per_digit": per_digit}
+
+
 def sample_quality(
     samples: Predictions, test: Predictions, confidence: float, seed: int
 ) -> dict[str, Any]:
@@ -336,11 +369,16 @@ def evaluate(
     test, per_class, seconds = evaluate_likelihood(model, views, grey, labels, cfg)
     t = time.perf_counter()
     samples = prior_samples(model, cfg.prior_samples, cfg.seed, cfg.batch_size)
+    test_predictions = classifier_predict(classifier, grey)
     quality = sample_quality(
-        classifier_predict(classifier, samples), classifier_predict(classifier, grey),
-        cfg.confidence, cfg.seed,
+        classifier_predict(classifier, samples), test_predictions, cfg.confidence, cfg.seed,
     )
     seconds["samples"] = time.perf_counter() - t
+    digits = None
+    if getattr(model, "draws_digits", False):
+        t = time.perf_counter()
+        digits = digit_quality(model, classifier, test_predictions, labels, cfg)
+        seconds["digits"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - start
     prior = prior_of(model)
     meta = {
@@ -352,7 +390,9 @@ def evaluate(
         "iwae_samples": cfg.iwae_samples,
         "iwae_images": int(len(iwae_subset(len(grey), cfg.iwae_images, cfg.seed))),
         "prior_samples": cfg.prior_samples,
+        "digit_samples": cfg.digit_samples if digits else 0,
         "gaussian_nll_constant": gaussian_nll_constant(int(np.prod(grey.shape[1:]))),
         "seconds": {k: round(v, 2) for k, v in seconds.items()},
     }
-    return {"test": test, "per_class": per_class, "samples": quality, "meta": meta}
+    metrics = {"test": test, "per_class": per_class, "samples": quality, "meta": meta}
+    return metrics | ({"digits": digits} if digits else {})

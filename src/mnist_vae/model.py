@@ -20,7 +20,7 @@ from keras import layers, ops
 from mnist_vae import distribute
 from mnist_vae.config import DecoderConfig, EncoderConfig, ModelConfig, parse_section
 from mnist_vae.losses import kl_to_standard_normal, reconstruction_nll
-from mnist_vae.prior import GaussianMixture
+from mnist_vae.prior import DIGITS, GaussianMixture, check_digit
 
 IMAGE_SHAPE = (28, 28, 1)
 _CHUNK = 1000  # images per forward pass in the public API, to bound memory
@@ -141,6 +141,47 @@ class MixturePrior(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="mnist_vae")
+class DigitPrior(layers.Layer):
+    """p(z | digit): one mixture per digit as non-trainable weights, saved in `.keras` files.
+
+    It starts with every digit's mixture N(0, I); `assign` installs fitted ones.
+    """
+
+    def __init__(self, components: int = 1, latent_dim: int = 2, **kwargs):
+        super().__init__(trainable=False, **kwargs)
+        self.components = components
+        self.latent_dim = latent_dim
+        c, k, d = DIGITS, components, latent_dim
+        self.log_weights = self.add_weight((c, k), initializer=keras.initializers.Constant(
+            -math.log(k)), trainable=False, name="log_weights")
+        self.means = self.add_weight((c, k, d), initializer="zeros", trainable=False,
+                                     name="means")
+        self.scale_tril = self.add_weight(
+            (c, k, d, d), initializer=lambda shape, dtype=None: ops.tile(
+                ops.eye(d, dtype=dtype)[None, None], (c, k, 1, 1)),
+            trainable=False, name="scale_tril")
+        self.built = True
+
+    def distribution(self, digit: int) -> GaussianMixture:
+        return GaussianMixture(*(np.asarray(w.numpy()[digit], np.float64) for w in
+                                 (self.log_weights, self.means, self.scale_tril)))
+
+    def assign(self, mixtures: list[GaussianMixture]) -> None:
+        shapes = {(m.components, m.dim) for m in mixtures}
+        if len(mixtures) != DIGITS or shapes != {(self.components, self.latent_dim)}:
+            raise ValueError(f"digit prior: expected {DIGITS} mixtures of {self.components} "
+                             f"components of dimension {self.latent_dim}, got "
+                             f"{len(mixtures)} of {sorted(shapes)}")
+        for name in ("log_weights", "means", "scale_tril"):
+            stacked = np.stack([getattr(m, name) for m in mixtures]).astype("float32")
+            getattr(self, name).assign(stacked)
+
+    def get_config(self):
+        return {**super().get_config(), "components": self.components,
+                "latent_dim": self.latent_dim}
+
+
+@keras.saving.register_keras_serializable(package="mnist_vae")
 class VAE(keras.Model):
     """A VAE whose architecture is one `ModelConfig`; it owns its loss in train/test_step.
 
@@ -161,6 +202,9 @@ class VAE(keras.Model):
         self.sampling = Sampling(name="sampling")
         components = model_config.prior.components if model_config.prior.kind == "mixture" else 1
         self.prior = MixturePrior(components, self.latent_dim, name="prior")
+        self.digit_prior = (DigitPrior(model_config.prior.components_per_digit, self.latent_dim,
+                                       name="digit_prior")
+                            if model_config.prior.conditional else None)
         self.beta = 1.0
         self.kl_warmup_steps = 0
         self.loss_tracker = keras.metrics.Mean(name="loss")
@@ -189,18 +233,45 @@ class VAE(keras.Model):
         """Latents -> pixel probabilities (Bernoulli) or means (Gaussian) in [0, 1]."""
         return ops.sigmoid(self.decode_logits(z))
 
-    def sample(self, n: int, seed: int):
-        """n images decoded from z ~ p(z); the same seed gives the same images."""
-        z = self.prior_distribution().sample(n, np.random.default_rng(seed))
+    def sample(self, n: int, seed: int, digit: int | None = None):
+        """n images decoded from z ~ p(z), or from z ~ p(z | digit) to draw that digit;
+        the same seed gives the same images."""
+        z = self.prior_distribution(digit).sample(n, np.random.default_rng(seed))
         return self.decode(z.astype("float32"))
 
-    def prior_distribution(self) -> GaussianMixture:
-        """p(z): N(0, I) until `set_prior` installs a fitted mixture."""
-        return self.prior.distribution()
+    def digit_walk(self, start: int, end: int, steps: int, seed: int):
+        """`steps` images on the straight line from a drawn `start` digit's code to a drawn
+        `end` digit's code (both drawn with `seed`)."""
+        rng = np.random.default_rng(seed)
+        a, b = (self.prior_distribution(d).sample(1, rng)[0] for d in (start, end))
+        t = np.linspace(0.0, 1.0, steps)[:, None]
+        return self.decode(((1 - t) * a + t * b).astype("float32"))
+
+    @property
+    def draws_digits(self) -> bool:
+        """Whether `sample(..., digit=d)` works: the model carries p(z | digit)."""
+        return self.digit_prior is not None
+
+    def prior_distribution(self, digit: int | None = None) -> GaussianMixture:
+        """p(z) (N(0, I) until `set_prior` installs a fitted mixture), or p(z | digit)."""
+        if digit is None:
+            return self.prior.distribution()
+        digit = check_digit(digit)
+        if self.digit_prior is None:
+            raise ValueError("this model has no per-digit prior, so it cannot draw a chosen "
+                             "digit; train it with model.prior.conditional: true")
+        return self.digit_prior.distribution(digit)
 
     def set_prior(self, mixture: GaussianMixture) -> None:
         """Replace p(z) (it is saved with the model)."""
         self.prior.assign(mixture)
+
+    def set_digit_prior(self, mixtures: list[GaussianMixture]) -> None:
+        """Install p(z | digit) for digits 0-9 (saved with the model)."""
+        if self.digit_prior is None:
+            raise ValueError("this model has no per-digit prior: build it with "
+                             "model.prior.conditional: true")
+        self.digit_prior.assign(mixtures)
 
     def reconstruct(self, x):
         """Images -> decode(mean of q(z | x)): the deterministic reconstruction."""
@@ -259,6 +330,8 @@ class VAE(keras.Model):
 
     @classmethod
     def from_config(cls, config):
+        prior = config.get("model_config", {}).get("prior", {})
+        prior.setdefault("conditional", False)  # files saved before p(z | digit) existed
         return cls(**config)
 
 

@@ -69,6 +69,10 @@ class GaussianMixture:
         per_component = -0.5 * (np.einsum("nkd,nkd->nk", y, y) + self.dim * LOG_2PI) - log_det
         return special.logsumexp(per_component + self.normalized_log_weights, axis=1)
 
+    def tempered(self, temperature: float) -> GaussianMixture:
+        """Every component's spread times `temperature` (< 1: draws nearer the means)."""
+        return GaussianMixture(self.log_weights, self.means, self.scale_tril * temperature)
+
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """n draws [n, d]; for N(0, I) exactly rng.standard_normal((n, d))."""
         eps = rng.standard_normal((n, self.dim))
@@ -78,12 +82,13 @@ class GaussianMixture:
         return self.means[which] + np.einsum("nij,nj->ni", self.scale_tril[which], eps)
 
 
-def require_enough_codes(codes: int, components: int, origin: str = "") -> None:
+def require_enough_codes(codes: int, components: int, origin: str = "",
+                         key: str = "model.prior.components") -> None:
     """EM needs at least one code per component; `origin` says where the codes come from."""
     if codes < components:
         raise ValueError(
-            f"model.prior.components: {components} components need at least as many codes, "
-            f"got {codes}{origin}; lower model.prior.components or raise data.train_limit"
+            f"{key}: {components} components need at least as many codes, "
+            f"got {codes}{origin}; lower {key} or raise data.train_limit"
         )
 
 
@@ -118,3 +123,35 @@ def fit_mixture(codes: np.ndarray, components: int, covariance: str, max_iter: i
              "iterations": int(sk.n_iter_), "converged": bool(sk.converged_),
              "seconds": round(time.perf_counter() - start, 2)}
     return mixture, facts
+
+
+# --- p(z | digit): one mixture per digit, for drawing the digit a person asks for -----------
+
+DIGITS = 10
+
+
+def check_digit(value: Any) -> int:
+    """`value` as a digit 0-9, or a ValueError saying what was wrong (no bools, floats or text)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"digit must be a whole number 0-9, got {value!r}")
+    if not 0 <= value < DIGITS:
+        raise ValueError(f"digit must be 0-9, got {value}")
+    return int(value)
+
+
+def fit_digit_mixtures(codes: np.ndarray, labels: np.ndarray, components: int, covariance: str,
+                       max_iter: int, seed: int, temperature: float = 1.0
+                       ) -> tuple[list[GaussianMixture], dict[str, Any]]:
+    """p(z | d) for d = 0..9: a mixture fitted by EM to the codes of the images labelled d,
+    every component's spread then times `temperature`."""
+    mixtures, per_digit = [], {}
+    for digit in range(DIGITS):
+        mine = codes[labels == digit]
+        require_enough_codes(len(mine), components, f" for digit {digit}",
+                             "model.prior.components_per_digit")
+        mixture, facts = fit_mixture(mine, components, covariance, max_iter, seed + digit)
+        mixtures.append(mixture.tempered(temperature))
+        per_digit[str(digit)] = {k: facts[k] for k in ("codes", "iterations", "converged")}
+    facts = {"components_per_digit": components, "covariance": covariance,
+             "temperature": temperature, "per_digit": per_digit}
+    return mixtures, facts

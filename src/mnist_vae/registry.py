@@ -4,9 +4,10 @@ One MLflow model per trained VAE, loadable two ways:
 - the Keras flavour (`data/model.keras`, MLflow's own Keras integration): the VAE itself,
   through `load("champion")` (or `mlflow.keras.load_model` after `import mnist_vae.model`);
 - a `python_function` flavour whose loader is this module: a digit generator that
-  `mlflow models serve` exposes. Input: latent vectors, float32 [N, latent_dim];
-  output: pixel intensities in [0, 1], float32 [N, 28, 28]. The package travels in `code/`,
-  so a fresh process (the scoring server) can import it.
+  `mlflow models serve` exposes. Input: latent vectors, float32 [N, latent_dim], or (models
+  with p(z | digit)) records {"digit": 0-9, "seed": n >= 0}, one image each; output: pixel
+  intensities in [0, 1], float32 [N, 28, 28]. The package travels in `code/`, so a fresh
+  process (the scoring server) can import it.
 
 Every evaluated model becomes a new version of `tracking.registered_model` with alias
 `challenger`; `champion` moves to it when its `tracking.champion_metric` beats the champion's
@@ -25,6 +26,7 @@ from typing import Any, NoReturn
 import keras
 import mlflow
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 from mlflow import pyfunc
 from mlflow.entities.model_registry import ModelVersion
@@ -39,6 +41,7 @@ from mlflow.types.schema import Schema, TensorSpec
 from mnist_vae import serving, store
 from mnist_vae.config import Params, TrackingConfig, to_flat_dict
 from mnist_vae.model import VAE, load_vae
+from mnist_vae.prior import check_digit
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
@@ -63,12 +66,14 @@ class ChampionUnreadable(RegistryError):
 
 # --- the MLflow model flavour: Keras model + digit generator ---------------------------------
 
-def generator_signature(latent_dim: int) -> ModelSignature:
-    """Latent vectors [N, latent_dim] in, images [N, 28, 28] in [0, 1] out."""
-    return ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, latent_dim))]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 28, 28))]),
-    )
+def generator_signature(latent_dim: int, draws_digits: bool = False) -> ModelSignature:
+    """Latent vectors [N, latent_dim] in, images [N, 28, 28] in [0, 1] out. A model that also
+    takes digit records declares no input schema: MLflow's schemas have no "either" (a tensor
+    schema refuses the records, a column schema drops unnamed latent columns), so the
+    generator checks both forms itself."""
+    inputs = None if draws_digits else Schema([TensorSpec(np.dtype(np.float32), (-1, latent_dim))])
+    return ModelSignature(inputs=inputs,
+                          outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 28, 28))]))
 
 
 def pip_requirements() -> list[str]:
@@ -80,8 +85,8 @@ def save_model(path: str, vae: VAE, max_rows: int, mlflow_model: Model | None = 
                signature: ModelSignature | None = None) -> None:
     """Write the MLflow model to `path` (the flavour entry point that `Model.log` calls)."""
     mlflow_model = mlflow_model or Model()
-    mlflow.keras.save_model(vae, path, mlflow_model=mlflow_model,
-                            signature=signature or generator_signature(vae.latent_dim),
+    mlflow.keras.save_model(vae, path, mlflow_model=mlflow_model,  # it takes tensor inputs only
+                            signature=generator_signature(vae.latent_dim),
                             pip_requirements=pip_requirements())
     package = Path(__file__).resolve().parent  # src/mnist_vae (a namespace package)
     shutil.copytree(package, Path(path) / "code" / package.name,
@@ -90,6 +95,7 @@ def save_model(path: str, vae: VAE, max_rows: int, mlflow_model: Model | None = 
     pyfunc.add_to_model(mlflow_model, loader_module=__name__, data="data", code="code",
                         conda_env="conda.yaml", python_env="python_env.yaml",
                         model_config={"max_rows": max_rows})
+    mlflow_model.signature = signature or generator_signature(vae.latent_dim, vae.draws_digits)
     mlflow_model.save(str(Path(path) / MLMODEL_FILE_NAME))
 
 
@@ -98,7 +104,7 @@ def log_model(vae_path: Path, cfg: TrackingConfig) -> ModelInfo:
     vae = load_vae(vae_path)
     return Model.log(artifact_path=None, name=MODEL_NAME, flavor=sys.modules[__name__],
                      flavor_name="mnist_vae", vae=vae, max_rows=cfg.serve_max_rows,
-                     signature=generator_signature(vae.latent_dim))
+                     signature=generator_signature(vae.latent_dim, vae.draws_digits))
 
 
 def _load_pyfunc(data_path: str, model_config: dict[str, Any] | None = None) -> DigitGenerator:
@@ -111,7 +117,8 @@ def _load_pyfunc(data_path: str, model_config: dict[str, Any] | None = None) -> 
 
 
 class DigitGenerator:
-    """Latent vectors -> 28x28 digit images; bad input raises a 400-mapped MlflowException."""
+    """Latent vectors, or digit records, -> 28x28 digit images; bad input raises a
+    400-mapped MlflowException."""
 
     def __init__(self, vae: VAE, max_rows: int):
         self.vae = vae
@@ -122,9 +129,41 @@ class DigitGenerator:
             input_signature=[tf.TensorSpec([None, vae.latent_dim], tf.float32)])
 
     def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> np.ndarray:
-        """float32 [N, latent_dim] -> float32 [N, 28, 28] pixel intensities in [0, 1]."""
+        """float32 [N, latent_dim], or records {"digit", "seed"}, -> float32 [N, 28, 28]
+        pixel intensities in [0, 1]; record i is `vae.sample(1, seed_i, digit=digit_i)`."""
+        records = self._digit_records(model_input)
+        if records is not None:
+            return np.concatenate([np.asarray(self.vae.sample(1, seed, digit=digit))
+                                   for digit, seed in records])[..., 0]
         z = self._checked(model_input)
         return np.asarray(self._decode(z))[..., 0]
+
+    def _digit_records(self, model_input: Any) -> list[tuple[int, int]] | None:
+        """(digit, seed) per record when the input asks for digits, else None."""
+        if isinstance(model_input, dict) and "digit" in model_input:  # {"inputs": {"digit": ..}}
+            model_input = pd.DataFrame({k: np.atleast_1d(v) for k, v in model_input.items()})
+        if not (hasattr(model_input, "columns") and "digit" in model_input.columns):
+            return None
+        if not self.vae.draws_digits:
+            _bad("this model cannot draw a chosen digit (no p(z | digit)); send latent vectors")
+        extra = sorted(set(map(str, model_input.columns)) - {"digit", "seed"})
+        if extra:
+            _bad(f"digit records take the fields digit and seed only; got also {extra}")
+        if not 1 <= len(model_input) <= self.max_rows:
+            _bad(f"send between 1 and {self.max_rows} records per request; got "
+                 f"{len(model_input)}")
+        seeds = model_input["seed"] if "seed" in model_input.columns else [0] * len(model_input)
+        records = []
+        for digit, seed in zip(model_input["digit"], seeds, strict=True):
+            try:
+                digit = check_digit(digit.item() if isinstance(digit, np.generic) else digit)
+            except ValueError as err:
+                _bad(str(err))
+            if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) \
+                    or seed < 0:
+                _bad(f"seed must be a whole number >= 0, got {seed!r}")
+            records.append((digit, int(seed)))
+        return records
 
     def _checked(self, model_input: Any) -> np.ndarray:
         if hasattr(model_input, "to_numpy"):  # a DataFrame: one column per latent dimension

@@ -7,6 +7,7 @@ the same bytes: seeded numpy draws, no PNG metadata, fixed compression.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,25 @@ def samples_grid(model: Any, cfg: RenderConfig) -> Image.Image:
     z = prior_of(model).sample(n * n, np.random.default_rng(cfg.seed))
     images = decode_means(model, z, batch_size=n * n)
     return compose(images.reshape(n, n, TILE, TILE), cfg.scale, cfg.gutter)
+
+
+def digits_grid(model: Any, cfg: RenderConfig) -> Image.Image:
+    """One labelled row per digit 0-9: `digit_columns` draws from p(z | digit), seed + digit."""
+    rows = [decode_means(model, model.prior_distribution(digit).sample(
+        cfg.digit_columns, np.random.default_rng(cfg.seed + digit)), cfg.digit_columns)
+        for digit in range(10)]
+    return compose(np.stack(rows)[..., 0], cfg.scale, cfg.gutter,
+                   row_labels=[str(d) for d in range(10)])
+
+
+def sheet(images: np.ndarray, scale: int, gutter: int) -> Image.Image:
+    """Any number of images as a near-square grid, row by row (empty places stay black)."""
+    images = to_uint8(images).astype(np.float64) / 255.0
+    cols = max(1, math.ceil(math.sqrt(len(images))))
+    rows = max(1, math.ceil(len(images) / cols))
+    tiles = np.zeros((rows * cols, TILE, TILE))
+    tiles[:len(images)] = images
+    return compose(tiles.reshape(rows, cols, TILE, TILE), scale, gutter)
 
 
 def pick_per_class(labels: np.ndarray, classes: Sequence[int], count: int,
@@ -231,6 +251,8 @@ def render_all(model: Any, x_test: np.ndarray, y_test: np.ndarray,
         "manifold": lambda: manifold_grid(model, x_test, cfg),
         "progress": lambda: progress_grid(progress[0], cfg, epochs=progress[1]),
     }
+    if getattr(model, "draws_digits", False):
+        pictures["digits"] = lambda: digits_grid(model, cfg)
     written = {}
     for name, draw in progress_bar(pictures.items(), desc="render", total=len(pictures),
                                    unit="picture"):

@@ -108,7 +108,7 @@ class RequestGate:
         except BadRequest as err:
             await _reply(send, err.status, str(err))
             return
-        await self.app(scope, _replay(body, receive), send)
+        await self.app(scope, _replay(body, receive), _without_echo(send))
 
     async def _read(self, scope: Scope, receive: Receive) -> bytes:
         """The whole body, refusing before reading when the header announces too much."""
@@ -137,6 +137,49 @@ class RequestGate:
         if size > self.max_bytes:
             raise BadRequest(413, f"the request body is over {self.max_bytes:,} bytes, the most "
                                   f"this model takes; send fewer latent vectors per request")
+
+
+ECHO_PREFIX = "Failed to predict data '"  # MLflow's wrapper of a model's error repeats the input
+ECHO_SPLIT = "\nError: "
+
+
+def _without_echo(send: Send) -> Send:
+    """A send channel that drops the request MLflow repeats in a 400's message, keeping the
+    model's own error after it (a message must never echo what was sent)."""
+    start: Message | None = None
+    chunks: list[bytes] = []
+
+    async def filtered(message: Message) -> None:
+        nonlocal start
+        if message["type"] == "http.response.start" and message.get("status") == 400:
+            start = message
+            return
+        if start is None or message["type"] != "http.response.body":
+            await send(message)
+            return
+        chunks.append(message.get("body", b""))
+        if message.get("more_body", False):
+            return
+        body = _drop_echo(b"".join(chunks))
+        headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+        await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    return filtered
+
+
+def _drop_echo(body: bytes) -> bytes:
+    """The JSON error body with `message` cut to the model's own error, when MLflow wrapped it."""
+    try:
+        reply = json.loads(body)
+    except ValueError:
+        return body
+    message = reply.get("message") if isinstance(reply, dict) else None
+    if not (isinstance(message, str) and message.startswith(ECHO_PREFIX)
+            and ECHO_SPLIT in message):
+        return body
+    reply["message"] = message.split(ECHO_SPLIT, 1)[1]
+    return json.dumps(reply).encode()
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -3,13 +3,18 @@
 `MLFLOW_TRACKING_URI` when set (a team server), else the embedded store
 `sqlite:///<root>/mlflow.db` with artifacts in `<root>/mlartifacts`, where <root> is the
 repository (`DVC_ROOT`, which `dvc exp run` points at the real repository even when the stage
-runs in a temporary copy, else the git top level, else the working directory).
+runs in a temporary copy, else the git top level, else the working directory). A copy of
+the repository moves its copied store's artifact locations to its own `mlartifacts/`. Every
+MLflow HTTP call is bounded by `tracking.server_timeout_s`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import math
 import os
+import sqlite3
 import sys
 import threading
 import urllib.error
@@ -128,13 +133,74 @@ def check_reachable(uri: str, timeout_s: float) -> None:
         )
 
 
+def bound_requests(timeout_s: float) -> None:
+    """Bound every later MLflow HTTP call to ~timeout_s: one attempt, one quick retry.
+
+    MLflow reads these variables on each request; its defaults (120 s, 7 retries with
+    exponential backoff) let a sick server hang a stage for minutes.
+    """
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(max(1, math.ceil(timeout_s)))
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "1"
+    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "1"
+    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_JITTER"] = "0"
+
+
+# Where MLflow's SQLite schema records absolute artifact locations.
+ARTIFACT_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),
+                    ("model_versions", "storage_location"), ("model_versions", "source"),
+                    ("logged_models", "artifact_location"))
+
+
+def relocate_copied_store(root: Path) -> None:
+    """Point a copied repository's own store at its own `mlartifacts/`, not the original's.
+
+    The SQLite store records absolute artifact locations, so without this a copy of the
+    repository (with its mlflow.db) would write its artifacts into the source repository.
+    """
+    database = Path(root).resolve() / STORE_FILE
+    if not database.is_file():
+        return
+    mine = (database.parent / ARTIFACTS_DIR).as_uri()
+    with contextlib.closing(sqlite3.connect(database, timeout=30)) as db, db:
+        try:
+            found = {row[0] for row in db.execute(
+                "SELECT artifact_location FROM experiments WHERE artifact_location LIKE ?",
+                (f"%/{ARTIFACTS_DIR}",))}
+        except sqlite3.OperationalError:  # no schema yet: MLflow creates it
+            return
+        for theirs in sorted(found - {mine}):
+            if not theirs.startswith("file://"):
+                continue
+            for table, column in ARTIFACT_COLUMNS:
+                with contextlib.suppress(sqlite3.OperationalError):  # table of another version
+                    db.execute(f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                               f"WHERE {column} = ? OR substr({column}, 1, ?) = ?",
+                               (mine, len(theirs) + 1, theirs, len(theirs) + 1, theirs + "/"))
+            print(f"tracking: {database} was copied from another repository; its artifacts now "
+                  f"go to {mine} instead of {theirs} (copy that directory here for the older "
+                  "runs' files)", file=sys.stderr)
+
+
 def connect(cfg: TrackingConfig, root: Path) -> str:
-    """Point MLflow at the store (failing fast) and return the experiment's id."""
+    """Point MLflow at the store (failing fast, every call bounded) and return the experiment."""
     uri = tracking_uri(root)
+    bound_requests(cfg.server_timeout_s)
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        relocate_copied_store(root)
     check_reachable(uri, cfg.server_timeout_s)
     check_access(uri, cfg.experiment, cfg.server_timeout_s)  # 401/403 before any work
     use_store(uri)
-    return ensure_experiment(cfg.experiment, uri)
+    try:
+        return ensure_experiment(cfg.experiment, uri)
+    except TrackingError:
+        raise
+    except Exception as err:  # e.g. a server that answers /health but stalls the rest
+        raise TrackingError(
+            f"MLflow store {redact(uri)} failed the experiment lookup (bounded by "
+            f"tracking.server_timeout_s={cfg.server_timeout_s:g}): "
+            f"{(str(err).splitlines() or [''])[0][:200]}. "
+            "Check the server (its logs, its database), then rerun."
+        ) from None
 
 
 def ensure_experiment(name: str, uri: str) -> str:

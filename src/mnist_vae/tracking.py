@@ -11,8 +11,11 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
+import signal
+import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,7 @@ from typing import Any
 from mnist_vae import provenance
 from mnist_vae.config import Params, to_flat_dict
 from mnist_vae.files import file_sha256, write_json
-from mnist_vae.store import connect, mlflow, redact, repo_root
+from mnist_vae.store import TrackingError, connect, mlflow, redact, repo_root
 
 # The params sections each tracked stage reads; they become run params (`train.batch_size`).
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
@@ -43,11 +46,48 @@ class StageRun:
     new_run_reason: str | None = None
 
 
+TAG_PID = "mnist_vae.pid"  # the process that opened the run, to close it if that process dies
+TAG_HOST = "mnist_vae.host"
+TAG_CLOSED_REASON = "mnist_vae.closed_reason"
+
+
+class Terminated(BaseException):
+    """The process received SIGTERM; the run ends KILLED, like after Ctrl-C."""
+
+
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM (and SIGINT) into an exception, so an open run is closed KILLED.
+
+    The exception is held back while MLflow or its database layer is on the stack: raised
+    inside a store transaction it would leave the store unable to close the run.
+    """
+    def stop(frame, error: BaseException) -> None:
+        if _in_store_call(frame):
+            signal.signal(signal.SIGALRM, lambda signum, later: stop(later, error))
+            signal.setitimer(signal.ITIMER_REAL, 0.05)  # try again once that call returned
+            return
+        raise error
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop(frame, Terminated("SIGTERM")))
+    signal.signal(signal.SIGINT, lambda signum, frame: stop(frame, KeyboardInterrupt()))
+
+
+def _in_store_call(frame) -> bool:
+    """Whether MLflow or SQLAlchemy code is running in `frame` or a caller of it."""
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if f"{os.sep}mlflow{os.sep}" in name or f"{os.sep}sqlalchemy{os.sep}" in name:
+            return True
+        frame = frame.f_back
+    return False
+
+
 @contextlib.contextmanager
 def training_run(params: Params, root: Path | None = None) -> Iterator[StageRun]:
-    """Connect (failing fast), start a new run for `train`, yield it, close it."""
+    """Connect (failing fast), close orphaned runs, start a new run for `train`, yield it."""
     experiment_id = connect(params.tracking, Path(root) if root else repo_root())
     mlflow.end_run()  # a run left active in this process would swallow ours
+    close_orphans(experiment_id)
     with closing("train"):
         yield StageRun(start_run(experiment_id, name=None), "train")
 
@@ -55,8 +95,41 @@ def training_run(params: Params, root: Path | None = None) -> Iterator[StageRun]
 def start_run(experiment_id: str, name: str | None, tags: dict[str, str] | None = None) -> str:
     """A new active run (named after the DVC experiment, or date + commit); returns its id."""
     name = name or provenance.run_name(provenance.head_commit())
-    active = mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=tags or {})
+    owner = {TAG_PID: str(os.getpid()), TAG_HOST: socket.gethostname()}
+    active = mlflow.start_run(experiment_id=experiment_id, run_name=name,
+                              tags={**owner, **(tags or {})})
     return active.info.run_id
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def close_orphans(experiment_id: str) -> list[str]:
+    """End KILLED the RUNNING runs whose opening process on this host is gone; say so."""
+    client = mlflow.MlflowClient()
+    runs = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'",
+                              max_results=200)
+    closed = []
+    for run in runs:
+        tags = run.data.tags
+        pid = tags.get(TAG_PID, "")
+        if tags.get(TAG_HOST) != socket.gethostname() or not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        client.set_tag(run.info.run_id, TAG_CLOSED_REASON,
+                       f"process {pid} on {tags[TAG_HOST]} died without closing the run")
+        client.set_terminated(run.info.run_id, status="KILLED")
+        closed.append(run.info.run_id)
+        print(f"tracking: run {run.info.run_id} was left RUNNING by process {pid}, which is gone "
+              "(killed?); marked KILLED", file=sys.stderr)
+    return closed
 
 
 @contextlib.contextmanager
@@ -68,12 +141,39 @@ def closing(stage: str) -> Iterator[None]:
     except BaseException as err:
         active = mlflow.active_run()
         if active:
-            status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
-            print(f"tracking: {stage} failed; MLflow run {active.info.run_id} marked {status}",
-                  file=sys.stderr)
-            mlflow.end_run(status=status)
+            status = "KILLED" if isinstance(err, (KeyboardInterrupt, Terminated)) else "FAILED"
+            _end_failed(stage, active.info.run_id, status, err)
         raise
     mlflow.end_run(status="FINISHED")
+
+
+def _end_failed(stage: str, run_id: str, status: str, err: BaseException) -> None:
+    """End the run with `status`; when the store cannot be told, raise one line saying so."""
+    try:
+        mlflow.end_run(status=status)
+    except Exception as end_err:  # the server is gone (end_run already forgot the run locally)
+        raise TrackingError(
+            f"{stage} stopped ({type(err).__name__}: {_first_line(err)}) and the tracking "
+            f"server did not answer ({_first_line(end_err)}); run {run_id} stays open until "
+            "the next train start closes it. Checkpoints are kept: restore the server (or "
+            "unset MLFLOW_TRACKING_URI) and rerun the stage to continue."
+        ) from None
+    print(f"tracking: {stage} failed; MLflow run {run_id} marked {status}", file=sys.stderr)
+
+
+def run_stage(main: Callable[[], int | None], stage: str) -> int:
+    """Run a stage's `main`; a tracking failure becomes one line on stderr and exit code 1."""
+    try:
+        return main() or 0
+    except TrackingError as err:
+        print(f"{stage}: {err}", file=sys.stderr)
+        return 1
+
+
+def _first_line(err: BaseException) -> str:
+    """The first line of an error's message, shortened."""
+    text = str(err).strip().splitlines()
+    return (text[0] if text else type(err).__name__)[:200]
 
 
 def stages_done(run) -> list[str]:
@@ -133,6 +233,12 @@ def epoch_metrics_callback():
             """Skip: `val_*` already arrive with each epoch's logs, with their step."""
 
     return EpochMetrics()
+
+
+def log_epochs(epochs: list[dict[str, float]]) -> None:
+    """Per-epoch metrics done before a resume (step = epoch index), so the run has the curve."""
+    for step, logs in enumerate(epochs):
+        mlflow.log_metrics(logs, step=step)
 
 
 def numeric_items(data: Any, prefix: str = "", sep: str = "/") -> dict[str, float]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,7 +20,14 @@ import numpy as np
 import tensorflow as tf
 
 from mnist_vae import distribute
-from mnist_vae.checkpoints import CHECKPOINT_FILE, TrainState, load_checkpoint, save_checkpoint
+from mnist_vae.checkpoints import (
+    CHECKPOINT_FILE,
+    CheckpointMismatch,
+    TrainState,
+    load_checkpoint,
+    save_checkpoint,
+    set_aside,
+)
 from mnist_vae.config import DataConfig, ModelConfig, Params, TrainConfig
 from mnist_vae.data import Splits
 from mnist_vae.files import atomic_path, canonical_keras_file
@@ -34,6 +42,9 @@ from mnist_vae.prior_fit import check_prior_fit, fit_prior
 
 EVAL_BATCH = 500
 METRICS = ("loss", "reconstruction", "kl")
+# What reading a truncated, garbled or foreign checkpoint raises: it is set aside, not fatal.
+UNUSABLE_CHECKPOINT = (CheckpointMismatch, zipfile.BadZipFile, OSError, EOFError, KeyError,
+                       TypeError, ValueError)
 
 
 class TrainingDiverged(RuntimeError):
@@ -174,8 +185,14 @@ def train(splits: Splits, data_cfg: DataConfig, model_cfg: ModelConfig, cfg: Tra
     checkpoint = Path(checkpoint_dir) / CHECKPOINT_FILE
     state, best_weights, progress = TrainState(), model.get_weights(), []
     if checkpoint.is_file():
-        state, best_weights, progress = load_checkpoint(checkpoint, model)
-        print(f"Resuming from {checkpoint}: {state.epochs_done} epochs done")
+        try:
+            state, best_weights, progress = load_checkpoint(checkpoint, model)
+            print(f"Resuming from {checkpoint}: {state.epochs_done} epochs done")
+        except UNUSABLE_CHECKPOINT as err:
+            set_aside(checkpoint.parent, f"{type(err).__name__}: {err}")
+            with placement.scope():  # a fresh model: the failed load may have set some
+                model = compiled_vae(model_cfg, cfg, steps)
+            state, best_weights, progress = TrainState(), model.get_weights(), []
     resumed_from = state.epochs_done
     if logger is not None:
         for record in state.history:
@@ -199,7 +216,8 @@ def train(splits: Splits, data_cfg: DataConfig, model_cfg: ModelConfig, cfg: Tra
     final = build_vae(model_cfg)
     final.set_weights(best_weights)
     prior_facts = (fit_prior(final, prior_fit_images(splits, data_cfg),
-                             validation_images(splits, data_cfg), model_cfg.prior, cfg.seed)
+                             validation_images(splits, data_cfg), model_cfg.prior, cfg.seed,
+                             labels=splits.y_train)
                    if placement.is_chief else {"kind": "not fitted: a worker's model is dropped"})
     facts = {
         "epochs_run": state.epochs_done,
@@ -221,6 +239,14 @@ def train(splits: Splits, data_cfg: DataConfig, model_cfg: ModelConfig, cfg: Tra
     empty = np.zeros((0, cfg.progress_samples, 28, 28), "float32")
     return TrainResult(final, facts, np.stack(progress) if progress else empty,
                        state.history)
+
+
+def keras_logs(record: dict[str, float]) -> dict[str, float]:
+    """An epoch record as Keras logged it (`loss`, `val_loss`), as MLflow's callback names it."""
+    logs = {}
+    for name in METRICS:
+        logs[name], logs[f"val_{name}"] = record[f"train/{name}"], record[f"val/{name}"]
+    return logs
 
 
 def train_as_worker(params: Params) -> int:

@@ -1,0 +1,254 @@
+"""Tracking faults for real: a stalling server, a server killed mid-run, SIGTERM and SIGKILL.
+
+Each test runs a child process that opens a training run the way `stages/train.py` does
+(`tracking.run_stage`, `stop_on_sigterm`, `training_run`) and then works in a loop, logging a
+metric every 50 ms (so a signal mostly lands inside a store call, the hardest place); the test
+injects the fault and prints the time to fail (docs/reliability.md quotes these figures).
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from helpers import copy_repo, pipeline_env, run_stage, set_params, unused_port
+from mlflow_helpers import VENV_BIN, subprocess_env
+from test_mlflow_e2e import _start, _stop, _wait_ready
+
+TIMEOUT_S = 2  # tracking.server_timeout_s in the children
+
+CHILD = textwrap.dedent("""
+    import sys, time
+    from mnist_vae import tracking
+    from mnist_vae.config import parse_params
+
+    def main():
+        params = parse_params({"tracking": {"server_timeout_s": %(timeout)s}})
+        with tracking.training_run(params) as run:
+            print("OPEN", run.run_id, flush=True)
+            for step in range(int(sys.argv[1])):
+                tracking.log_metrics({"tick": float(step)})
+                time.sleep(0.05)
+        print("DONE", run.run_id, flush=True)
+
+    tracking.stop_on_sigterm()
+    sys.exit(tracking.run_stage(main, "train"))
+""") % {"timeout": TIMEOUT_S}
+
+
+def _child(tmp: Path, uri: str, ticks: int) -> subprocess.Popen:
+    """The child on store `uri`, working for `ticks` half seconds."""
+    return subprocess.Popen([sys.executable, "-c", CHILD, str(ticks)], cwd=tmp, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=subprocess_env(MLFLOW_TRACKING_URI=uri, DVC_ROOT=str(tmp)))
+
+
+def _opened_run(proc: subprocess.Popen) -> str:
+    """Wait for the child's OPEN line; return the run id."""
+    line = proc.stdout.readline()
+    if not line.startswith("OPEN"):
+        proc.kill()
+        pytest.fail(f"child did not open a run: {line!r} {proc.communicate(timeout=30)}")
+    return line.split()[1]
+
+
+def _status(uri: str, run_id: str):
+    return MlflowClient(uri).get_run(run_id)
+
+
+@pytest.fixture
+def sqlite_uri(tmp_path, empty_store_db) -> str:
+    shutil.copyfile(empty_store_db, tmp_path / "mlflow.db")
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+# --- a sick server -------------------------------------------------------------------------
+
+class StallingServer(http.server.ThreadingHTTPServer):
+    """Answers /health at once and stalls every other request until closed."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        self.released = threading.Event()
+        super().__init__(("127.0.0.1", 0), _StallingHandler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.released.set()
+        self.shutdown()
+        self.server_close()
+
+
+class _StallingHandler(http.server.BaseHTTPRequestHandler):
+    def _answer(self) -> None:
+        if self.path.rstrip("/") != "/health":
+            self.server.released.wait(600)
+        try:
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"OK")
+        except OSError:  # the client gave up first: what the test wants
+            pass
+
+    do_GET = do_POST = _answer  # noqa: N815 - the names http.server calls
+
+    def log_message(self, format, *args) -> None:  # noqa: A002
+        pass
+
+
+@pytest.mark.slow
+def test_a_server_that_stalls_after_health_fails_the_stage_within_the_bound(tmp_path):
+    server = StallingServer()
+    try:
+        start = time.monotonic()
+        proc = _child(tmp_path, f"http://127.0.0.1:{server.server_address[1]}", ticks=1)
+        try:
+            _, err = proc.communicate(timeout=90)  # today's code: 300 s and more
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail("the stage still waits on the stalling server after 90 s")
+        seconds = time.monotonic() - start
+    finally:
+        server.close()
+    print(f"stalling server: stage failed after {seconds:.1f} s (timeout {TIMEOUT_S} s)")
+    assert proc.returncode == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "server_timeout_s" in lines[0], err
+    assert seconds < 60
+
+
+@pytest.fixture
+def tracking_server(tmp_path):
+    """A real `mlflow server` on a free 127.0.0.1 port; yields (uri, process)."""
+    port = unused_port()
+    log = tmp_path / "server.log"
+    proc = _start([VENV_BIN / "mlflow", "server", "--host", "127.0.0.1", "--port", port,
+                   "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'srv.db'}",
+                   "--artifacts-destination", tmp_path / "artifacts"], log,
+                  subprocess_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"), tmp_path)
+    try:
+        _wait_ready(f"http://127.0.0.1:{port}/health", proc, log)
+        yield f"http://127.0.0.1:{port}", proc
+    finally:
+        _stop(proc)
+
+
+@pytest.mark.slow
+def test_a_server_killed_mid_run_stops_the_stage_within_the_bound(tmp_path, tracking_server):
+    uri, server = tracking_server
+    proc = _child(tmp_path, uri, ticks=600)
+    try:
+        _opened_run(proc)
+        time.sleep(1.5)  # metrics being logged
+        os.killpg(server.pid, signal.SIGKILL)
+        start = time.monotonic()
+        _, err = proc.communicate(timeout=90)  # today's code: ~4 min, then a hang
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("the stage still runs 90 s after its tracking server died")
+    seconds = time.monotonic() - start
+    print(f"server killed mid-run: stage stopped {seconds:.1f} s later (timeout {TIMEOUT_S} s)")
+    assert proc.returncode == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "rerun the stage" in lines[0], err
+    assert seconds < 30
+
+
+# --- signals -------------------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT] * 2)
+def test_sigterm_and_sigint_end_the_run_killed(tmp_path, sqlite_uri, signum):
+    proc = _child(tmp_path, sqlite_uri, ticks=600)
+    run_id = _opened_run(proc)
+    start = time.monotonic()
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    print(f"{signal.Signals(signum).name}: run closed, process gone in "
+          f"{time.monotonic() - start:.1f} s")
+    assert proc.returncode != 0
+    assert _status(sqlite_uri, run_id).info.status == "KILLED", err
+
+
+@pytest.mark.slow
+def test_a_run_orphaned_by_sigkill_is_closed_by_the_next_start(tmp_path, sqlite_uri):
+    proc = _child(tmp_path, sqlite_uri, ticks=600)
+    orphan = _opened_run(proc)
+    proc.kill()
+    proc.wait(timeout=30)
+    assert _status(sqlite_uri, orphan).info.status == "RUNNING"
+
+    rerun = _child(tmp_path, sqlite_uri, ticks=1)
+    out, err = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0, err
+    run = _status(sqlite_uri, orphan)
+    assert run.info.status == "KILLED"
+    assert "died" in run.data.tags["mnist_vae.closed_reason"]
+    said = [line for line in err.splitlines() if orphan in line]
+    assert len(said) == 1 and "marked KILLED" in said[0], err
+    new_run = out.split()[1]
+    assert _status(sqlite_uri, new_run).info.status == "FINISHED"
+
+
+# --- the real train stage, SIGKILLed after its first epoch ---------------------------------
+
+RESUMABLE = {
+    "data": {"val_size": 200, "train_limit": 1800, "test_limit": 8},
+    "model": {"latent_dim": 2,
+              "encoder": {"filters": [4], "kernel_sizes": [3], "strides": [4]},
+              "decoder": {"reshape": [7, 7, 4], "filters": [4], "kernel_sizes": [3],
+                          "strides": [4]}},
+    "train": {"epochs": 2, "batch_size": 16, "learning_rate": 0.01, "progress_samples": 4},
+}
+
+
+@pytest.mark.slow
+def test_train_killed_after_epoch_one_resumes_with_the_whole_curve_and_closes_the_orphan(
+        tmp_path):
+    repo = copy_repo(tmp_path / "repo")
+    set_params(repo, RESUMABLE)
+    rng = np.random.default_rng(0)
+    (repo / "data").mkdir(exist_ok=True)
+    np.savez(repo / "data" / "mnist.npz",
+             x_train=rng.integers(0, 256, (2000, 28, 28), dtype=np.uint8),
+             y_train=rng.integers(0, 10, 2000, dtype=np.uint8),
+             x_test=rng.integers(0, 256, (8, 28, 28), dtype=np.uint8),
+             y_test=rng.integers(0, 10, 8, dtype=np.uint8))
+    env = pipeline_env(repo)
+    proc = subprocess.Popen([sys.executable, "stages/train.py"], cwd=repo, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not list((repo / ".checkpoints").glob("*/checkpoint.npz")):
+        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint"
+        time.sleep(0.01)
+    proc.kill()
+    proc.wait(timeout=60)
+    (checkpoint,) = (repo / ".checkpoints").glob("*/checkpoint.npz")
+    with np.load(checkpoint) as npz:
+        assert json.loads(str(npz["state"]))["epochs_done"] == 1  # of 2
+
+    resumed = run_stage(repo, "train", env)
+    assert "1 epochs done" in resumed.stdout
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    run_id = json.loads((repo / "models" / "mlflow_run.json").read_text())["run_id"]
+    history = client.get_metric_history(run_id, "val_loss")
+    assert sorted(m.step for m in history) == [0, 1]
+    (orphan,) = [r for r in client.search_runs(
+        [client.get_run(run_id).info.experiment_id]) if r.info.run_id != run_id]
+    assert orphan.info.status == "KILLED"
+    assert [line for line in resumed.stderr.splitlines() if orphan.info.run_id in line]
