@@ -498,3 +498,12 @@ def test_iwae_per_image_equals_the_previous_code_path(vae_with_mixture, k, max_b
     np.testing.assert_allclose(ev.iwae_nll(vae_with_mixture, view, k, max_batch, seed=2),
                                reference_iwae_nll(vae_with_mixture, view, k, max_batch, seed=2),
                                rtol=0, atol=1e-4)
+
+
+def test_iwae_is_the_same_number_for_the_same_seed(vae_with_mixture):
+    view = ev.View("bernoulli", _binary_images(3, seed=4), losses.bernoulli_nll)
+    first = ev.iwae_nll(vae_with_mixture, view, k=40, max_batch=50, seed=9)
+    np.testing.assert_array_equal(ev.iwae_nll(vae_with_mixture, view, k=40, max_batch=50, seed=9),
+                                  first)
+    assert not np.array_equal(ev.iwae_nll(vae_with_mixture, view, k=40, max_batch=50, seed=10),
+                              first)
