@@ -16,7 +16,6 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,23 +121,19 @@ def iwae_nll(model: Any, view: View, k: int, max_batch: int, seed: int) -> np.nd
     log_px_z = log_likelihood_fn(model, view.nll)
     n_images, n_samples = iwae_plan(k, max_batch)
     out = []
-    # the decoder runs in a worker thread (TensorFlow releases the GIL) while this thread
-    # computes log p(z) and log q(z|x) in NumPy: same arithmetic, same order, less waiting
-    with ThreadPoolExecutor(max_workers=1) as decoding:
-        for s in batches(len(view.images), n_images, f"IWAE k={k} ({view.name})"):
-            x = view.images[s]
-            b = len(x)
-            mean, log_var = (to_numpy(t).astype(np.float64) for t in model.encode(x))
-            log_w = np.empty((k, b))
-            for c in batches(k, n_samples):
-                m = c.stop - c.start
-                eps = rng.standard_normal((m, b, mean.shape[-1]))
-                z = mean + np.exp(0.5 * log_var) * eps
-                log_px = decoding.submit(_decoded_log_likelihood, log_px_z, z, x)
-                log_pz = prior.log_prob(z.reshape(m * b, -1)).reshape(m, b)
-                log_q = log_diag_normal_from_eps(eps, log_var)
-                log_w[c] = log_px.result() + log_pz - log_q
-            out.append(-(special.logsumexp(log_w, axis=0) - math.log(k)))
+    for s in batches(len(view.images), n_images, f"IWAE k={k} ({view.name})"):
+        x = view.images[s]
+        b = len(x)
+        mean, log_var = (to_numpy(t).astype(np.float64) for t in model.encode(x))
+        log_w = np.empty((k, b))
+        for c in batches(k, n_samples):
+            m = c.stop - c.start
+            eps = rng.standard_normal((m, b, mean.shape[-1]))
+            z = mean + np.exp(0.5 * log_var) * eps
+            log_w[c] = (_decoded_log_likelihood(log_px_z, z, x)
+                        + prior.log_prob(z.reshape(m * b, -1)).reshape(m, b)
+                        - log_diag_normal_from_eps(eps, log_var))
+        out.append(-(special.logsumexp(log_w, axis=0) - math.log(k)))
     return np.concatenate(out)
 
 
