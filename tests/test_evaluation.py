@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from mnist_vae import evaluation as ev
+from mnist_vae import losses
 from mnist_vae.classifier import Predictions, build_classifier
 from mnist_vae.classifier import predict as classifier_predict
 from mnist_vae.config import (
@@ -429,3 +430,80 @@ def test_evaluate_measures_digits_only_for_a_model_that_draws_them():
     assert drawn["meta"]["digit_samples"] == 10 and "digits" in drawn["meta"]["seconds"]
     plain = ev.evaluate(ToyImageVAE(), band_classifier(), grey, labels, None, cfg)
     assert "digits" not in plain and plain["meta"]["digit_samples"] == 0
+
+
+# --- the IWAE's fast path against straightforward and previous implementations ---------------
+
+
+TINY_VAE = ModelConfig(
+    latent_dim=3,
+    encoder=EncoderConfig(filters=(4, 8), kernel_sizes=(3, 3), strides=(2, 2)),
+    decoder=DecoderConfig(reshape=(7, 7, 4), filters=(8, 4), kernel_sizes=(3, 3),
+                          strides=(2, 2)),
+)
+
+
+@pytest.fixture(scope="module")
+def vae_with_mixture():
+    from benchmarks.iwae_speed import seeded_mixture
+
+    model = build_vae(TINY_VAE)
+    model.set_prior(seeded_mixture(TINY_VAE.latent_dim, model.prior.components, seed=3))
+    return model
+
+
+def _binary_images(n, seed=0):
+    return (np.random.default_rng(seed).random((n, 28, 28, 1)) < 0.3).astype("float32")
+
+
+def _reference_iwae(model, x, k, seed):
+    """Image by image in float64 with SciPy densities; the draws of a one-chunk plan."""
+    from scipy import special, stats
+
+    rng = np.random.default_rng(seed)
+    mean, log_var = (np.asarray(t, np.float64) for t in model.encode(x))
+    eps = rng.standard_normal((k, len(x), mean.shape[1]))
+    prior = model.prior_distribution()
+    out = []
+    for i in range(len(x)):
+        z = mean[i] + np.exp(0.5 * log_var[i]) * eps[:, i]
+        logits = np.asarray(model.decode_logits(z.astype("float32")), np.float64).reshape(k, -1)
+        t = x[i].reshape(-1).astype(np.float64)
+        log_px = -np.sum(np.logaddexp(0, -logits) * t + np.logaddexp(0, logits) * (1 - t), 1)
+        log_pz = special.logsumexp(
+            [w + stats.multivariate_normal(mu, tril @ tril.T).logpdf(z)
+             for w, mu, tril in zip(prior.normalized_log_weights, prior.means, prior.scale_tril,
+                                    strict=True)],
+            axis=0)
+        log_q = stats.multivariate_normal(mean[i], np.diag(np.exp(log_var[i]))).logpdf(z)
+        out.append(math.log(k) - special.logsumexp(log_px + log_pz - log_q))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("decode_rows", [1000, 7])
+def test_iwae_matches_a_straightforward_float64_reference(vae_with_mixture, monkeypatch,
+                                                          decode_rows):
+    monkeypatch.setattr(ev, "DECODE_ROWS", decode_rows)  # 7: many decoder calls per chunk
+    x = _binary_images(4)
+    got = ev.iwae_nll(vae_with_mixture, ev.View("bernoulli", x, losses.bernoulli_nll),
+                      k=50, max_batch=200, seed=5)
+    np.testing.assert_allclose(got, _reference_iwae(vae_with_mixture, x, 50, seed=5), atol=1e-3)
+
+
+@pytest.mark.parametrize(("k", "max_batch"), [(45, 40), (30, 70), (20, 1000)])
+def test_iwae_per_image_equals_the_previous_code_path(vae_with_mixture, k, max_batch):
+    from benchmarks.iwae_speed import reference_iwae_nll
+
+    view = ev.View("bernoulli", _binary_images(5, seed=1), losses.bernoulli_nll)
+    np.testing.assert_allclose(ev.iwae_nll(vae_with_mixture, view, k, max_batch, seed=2),
+                               reference_iwae_nll(vae_with_mixture, view, k, max_batch, seed=2),
+                               rtol=0, atol=1e-4)
+
+
+def test_iwae_is_the_same_number_for_the_same_seed(vae_with_mixture):
+    view = ev.View("bernoulli", _binary_images(3, seed=4), losses.bernoulli_nll)
+    first = ev.iwae_nll(vae_with_mixture, view, k=40, max_batch=50, seed=9)
+    np.testing.assert_array_equal(ev.iwae_nll(vae_with_mixture, view, k=40, max_batch=50, seed=9),
+                                  first)
+    assert not np.array_equal(ev.iwae_nll(vae_with_mixture, view, k=40, max_batch=50, seed=10),
+                              first)

@@ -28,7 +28,16 @@ from mnist_vae.classifier import Predictions
 from mnist_vae.classifier import predict as classifier_predict
 from mnist_vae.config import DataConfig, EvaluateConfig
 from mnist_vae.data import Splits, split
-from mnist_vae.inference import batches, decode_means, encode, prior_of, to_numpy
+from mnist_vae.inference import (
+    DECODE_ROWS,
+    LogLikelihood,
+    batches,
+    decode_means,
+    encode,
+    log_likelihood_fn,
+    prior_of,
+    to_numpy,
+)
 from mnist_vae.prior import LOG_2PI, GaussianMixture
 
 NUM_CLASSES = 10
@@ -109,6 +118,7 @@ def iwae_nll(model: Any, view: View, k: int, max_batch: int, seed: int) -> np.nd
     """
     rng = np.random.default_rng(seed)
     prior = prior_of(model)
+    log_px_z = log_likelihood_fn(model, view.nll)
     n_images, n_samples = iwae_plan(k, max_batch)
     out = []
     for s in batches(len(view.images), n_images, f"IWAE k={k} ({view.name})"):
@@ -120,13 +130,19 @@ def iwae_nll(model: Any, view: View, k: int, max_batch: int, seed: int) -> np.nd
             m = c.stop - c.start
             eps = rng.standard_normal((m, b, mean.shape[-1]))
             z = mean + np.exp(0.5 * log_var) * eps
-            logits = model.decode_logits(z.reshape(m * b, -1).astype(np.float32))
-            targets = np.tile(x, (m,) + (1,) * (x.ndim - 1))
-            log_px_z = -to_numpy(view.nll(targets, logits)).astype(np.float64).reshape(m, b)
-            log_pz = prior.log_prob(z.reshape(m * b, -1)).reshape(m, b)
-            log_w[c] = log_px_z + log_pz - log_diag_normal_from_eps(eps, log_var)
+            log_w[c] = (_decoded_log_likelihood(log_px_z, z, x)
+                        + prior.log_prob(z.reshape(m * b, -1)).reshape(m, b)
+                        - log_diag_normal_from_eps(eps, log_var))
         out.append(-(special.logsumexp(log_w, axis=0) - math.log(k)))
     return np.concatenate(out)
+
+
+def _decoded_log_likelihood(log_px_z: LogLikelihood, z: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """log p(x | z) [m, b] for latents z [m, b, d], decoded DECODE_ROWS latents at a time."""
+    m, b, _ = z.shape
+    per_call = max(1, DECODE_ROWS // b)
+    return np.concatenate([log_px_z(z[c].reshape(-1, z.shape[-1]).astype(np.float32), x)
+                           .reshape(-1, b) for c in batches(m, per_call)])
 
 
 def active_units(means: np.ndarray, threshold: float) -> tuple[int, np.ndarray]:

@@ -7,9 +7,10 @@ log_var)`, `decode_logits(z)` and `latent_dim`, and optionally `prior_distributi
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -54,3 +55,125 @@ def decode_means(model: Any, z: np.ndarray, batch_size: int,
     out = [to_numpy(tf.sigmoid(model.decode_logits(z[s].astype(np.float32))))
            for s in batches(len(z), batch_size, desc)]
     return np.concatenate(out).astype(np.float32)
+
+
+DECODE_ROWS = 1000  # latents per compiled decoder call: bounds the activations' memory
+
+LogLikelihood = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def log_likelihood_fn(model: Any, nll: Callable[[Any, Any], Any]) -> LogLikelihood:
+    """(z [m*b, d], x [b, ...]) -> log p(x | z) [m*b] in float64, x repeated for each of
+    the m draws: one compiled graph (decoder, likelihood) for a Keras decoder, else eager ops.
+
+    `nll` is a per-pixel likelihood summed over each image, so it may read the pixels in any
+    layout: a decoder whose tail `phase_logits` can rewrite is scored in the phase layout.
+    """
+    decoder = getattr(model, "decoder", None)
+    if not isinstance(decoder, keras.Model):
+        return lambda z, x: -to_numpy(nll(_repeat(x, len(z) // len(x)),
+                                          model.decode_logits(z))).astype(np.float64)
+    phase = phase_logits(decoder)
+
+    @tf.function(reduce_retracing=True)
+    def graph(z, x):
+        if phase is None:
+            logits = decoder(z, training=False)
+        else:
+            logits, x = phase(z), tf.nn.space_to_depth(x, 2)
+        reps = tf.shape(z)[0] // tf.shape(x)[0]
+        multiples = tf.concat([[reps], tf.ones([tf.rank(x) - 1], tf.int32)], axis=0)
+        return -nll(tf.tile(x, multiples), logits)
+
+    return lambda z, x: graph(tf.constant(z, tf.float32), tf.constant(x)).numpy().astype(np.float64)
+
+
+def _repeat(x: np.ndarray, times: int) -> np.ndarray:
+    """x [b, ...] stacked `times` times along the first axis: [times*b, ...]."""
+    return np.tile(x, (times,) + (1,) * (x.ndim - 1))
+
+
+# --- the decoder's last upsampling and its 1-filter head, as dense sub-pixel convolutions ----
+#
+# A 3x3 stride-2 'same' Conv2DTranspose sends each input pixel to a 2x2 block of outputs: output
+# (2p + a, 2q + b) reads input taps that depend only on the phase (a, b). So it is one 2x2 'valid'
+# convolution of the input (padded by one row and column before) with 4x the filters, the
+# outputs of phase (a, b) in channels (2a + b) * filters + f: tf.nn.depth_to_space's order.
+# An elementwise activation commutes with that layout, and a 3x3 'same' Conv2D on the fine
+# grid is a 3x3 convolution on the coarse one, 4 phases in, 4 phases out. The logits come out
+# as tf.nn.space_to_depth(logits, 2): the same numbers (to float32 rounding) with no zeros
+# multiplied, no 28x28x16 tensor rearranged, and a head with 4 outputs instead of 1.
+
+_STRIDE2_TAPS = {0: {0: 2, 1: 0}, 1: {1: 1}}  # phase -> {window row (0: p - 1, 1: p): kernel row}
+
+
+def phase_logits(decoder: keras.Model) -> Callable[[Any], Any] | None:
+    """z -> space_to_depth(decoder(z), 2) [N, 14, 14, 4] for a decoder ending in a 3x3 stride-2
+    Conv2DTranspose, an elementwise activation and a 1-filter 3x3 Conv2D head; else None."""
+    layers = [layer for layer in decoder.layers if not isinstance(layer, keras.layers.Dropout)]
+    if len(layers) < 4:
+        return None
+    upsample, activation, head = layers[-3:]
+    if not (_is_stride2_transpose(upsample) and _is_elementwise(activation)
+            and _is_one_filter_head(head)):
+        return None
+    body = keras.Model(decoder.input, upsample.input)
+    kernel, bias = (np.asarray(w) for w in upsample.get_weights())
+    up_kernel = tf.constant(_subpixel_kernel(kernel))
+    up_bias = tf.constant(np.tile(bias, 4))
+    head_kernel, head_bias = (np.asarray(w) for w in head.get_weights())
+    phase_head = tf.constant(_phase_head_kernel(head_kernel))
+    head_bias = tf.constant(head_bias)
+
+    def logits(z):
+        h = tf.pad(body(z, training=False), [[0, 0], [1, 0], [1, 0], [0, 0]])
+        h = activation(tf.nn.conv2d(h, up_kernel, 1, "VALID") + up_bias)
+        return tf.nn.conv2d(h, phase_head, 1, "SAME") + head_bias
+
+    return logits
+
+
+def _is_stride2_transpose(layer: Any) -> bool:
+    return (isinstance(layer, keras.layers.Conv2DTranspose) and layer.use_bias
+            and tuple(layer.strides) == (2, 2) and tuple(layer.kernel_size) == (3, 3)
+            and layer.padding == "same" and tuple(layer.dilation_rate) == (1, 1)
+            and layer.data_format == "channels_last"
+            and layer.activation is keras.activations.linear)
+
+
+def _is_elementwise(layer: Any) -> bool:
+    return isinstance(layer, (keras.layers.Activation, keras.layers.LeakyReLU, keras.layers.ReLU))
+
+
+def _is_one_filter_head(layer: Any) -> bool:
+    return (type(layer) is keras.layers.Conv2D and layer.filters == 1 and layer.use_bias
+            and tuple(layer.strides) == (1, 1) and tuple(layer.kernel_size) == (3, 3)
+            and layer.padding == "same" and tuple(layer.dilation_rate) == (1, 1)
+            and layer.groups == 1 and layer.data_format == "channels_last"
+            and layer.activation is keras.activations.linear)
+
+
+def _subpixel_kernel(kernel: np.ndarray) -> np.ndarray:
+    """Conv2DTranspose kernel [3, 3, out, in] (stride 2, 'same') -> [2, 2, in, 4 * out]."""
+    out_channels, in_channels = kernel.shape[2:]
+    sub = np.zeros((2, 2, in_channels, 2, 2, out_channels), kernel.dtype)
+    for a, rows in _STRIDE2_TAPS.items():
+        for b, cols in _STRIDE2_TAPS.items():
+            for i, tap_i in rows.items():
+                for j, tap_j in cols.items():
+                    sub[i, j, :, a, b, :] = kernel[tap_i, tap_j].T
+    return sub.reshape(2, 2, in_channels, 4 * out_channels)
+
+
+def _phase_head_kernel(kernel: np.ndarray) -> np.ndarray:
+    """Conv2D kernel [3, 3, C, 1] on the fine grid -> [3, 3, 4 C, 4] on the phase grid."""
+    channels = kernel.shape[2]
+    phase = np.zeros((3, 3, 2, 2, channels, 2, 2), kernel.dtype)
+    for a in (0, 1):
+        for b in (0, 1):
+            for dy in (-1, 0, 1):
+                for dx in (-1, 0, 1):
+                    row, a_in = divmod(a + dy, 2)
+                    col, b_in = divmod(b + dx, 2)
+                    phase[row + 1, col + 1, a_in, b_in, :, a, b] = kernel[dy + 1, dx + 1, :, 0]
+    return phase.reshape(3, 3, 4 * channels, 4)

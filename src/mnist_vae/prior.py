@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import linalg, special
+from scipy import special
 
 from mnist_vae.progress import progress
 
@@ -61,12 +61,12 @@ class GaussianMixture:
         z = np.asarray(z, np.float64)
         if self.is_standard:
             return -0.5 * np.sum(z**2 + LOG_2PI, axis=-1)
-        per_component = np.empty((len(z), self.components))
-        for k in range(self.components):
-            tril = self.scale_tril[k]
-            y = linalg.solve_triangular(tril, (z - self.means[k]).T, lower=True)
-            log_det = np.sum(np.log(np.diagonal(tril)))
-            per_component[:, k] = -0.5 * (np.sum(y**2, axis=0) + self.dim * LOG_2PI) - log_det
+        # L_k^-1 (z - mean_k) for every k as one matrix product: much faster than K solves
+        inverse = np.linalg.inv(self.scale_tril)  # [K, d, d]
+        shift = np.einsum("kij,kj->ki", inverse, self.means)  # [K, d]
+        y = (z @ inverse.reshape(-1, self.dim).T).reshape(len(z), self.components, -1) - shift
+        log_det = np.sum(np.log(np.diagonal(self.scale_tril, axis1=1, axis2=2)), axis=1)
+        per_component = -0.5 * (np.einsum("nkd,nkd->nk", y, y) + self.dim * LOG_2PI) - log_det
         return special.logsumexp(per_component + self.normalized_log_weights, axis=1)
 
     def tempered(self, temperature: float) -> GaussianMixture:
