@@ -4,12 +4,15 @@ Writes the numbers to `paths.metrics` and the protocol and timings (bookkeeping,
 to `paths.eval_facts`; the register stage logs both to the MLflow run.
 """
 
-from mnist_vae.classifier import load_classifier
+import sys
+
+from mnist_vae.classifier import ClassifierError, load_classifier
 from mnist_vae.config import load_params
-from mnist_vae.data import load_arrays
+from mnist_vae.data import DataError, load_arrays
 from mnist_vae.evaluation import evaluate, evaluation_sets
 from mnist_vae.files import write_json
-from mnist_vae.model import load_vae
+from mnist_vae.model import ModelFileError, load_vae
+from mnist_vae.stage_exit import run_stage
 
 
 def main() -> None:
@@ -34,5 +37,5 @@ def main() -> None:
               f"mean per-digit Frechet {digits['frechet_mean']:.2f}")
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # a bad or missing input: one line and exit code 1
+    sys.exit(run_stage(main, "evaluate", ModelFileError, ClassifierError, DataError))

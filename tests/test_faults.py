@@ -1,7 +1,7 @@
 """Tracking faults for real: a stalling server, a server killed mid-run, SIGTERM and SIGKILL.
 
 Each test runs a child process that opens a training run the way `stages/train.py` does
-(`tracking.run_stage`, `stop_on_sigterm`, `training_run`) and then works in a loop, logging a
+(`stage_exit.run_stage`, `stop_on_sigterm`, `training_run`) and then works in a loop, logging a
 metric every 50 ms (so a signal mostly lands inside a store call, the hardest place); the test
 injects the fault and prints the time to fail (docs/reliability.md quotes these figures).
 """
@@ -34,6 +34,7 @@ CHILD = textwrap.dedent("""
     import sys, time
     from mnist_vae import tracking
     from mnist_vae.config import parse_params
+    from mnist_vae.stage_exit import run_stage
 
     def main():
         params = parse_params({"tracking": {"server_timeout_s": %(timeout)s}})
@@ -45,7 +46,7 @@ CHILD = textwrap.dedent("""
         print("DONE", run.run_id, flush=True)
 
     tracking.stop_on_sigterm()
-    sys.exit(tracking.run_stage(main, "train"))
+    sys.exit(run_stage(main, "train", tracking.TrackingError))
 """) % {"timeout": TIMEOUT_S}
 
 
