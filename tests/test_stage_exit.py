@@ -26,10 +26,10 @@ def _raising(err: BaseException):
 
 
 def test_a_config_error_is_one_line_naming_the_stage(capsys):
-    err = ConfigError("data.val_size: 70000 leaves no training images\nout of MNIST's; lower it")
+    err = ConfigError("data.val_size: 70000 leaves no training images; lower it")
     assert run_main(_raising(err), "evaluate") == 1
-    assert capsys.readouterr().err == ("evaluate: data.val_size: 70000 leaves no training images "
-                                       "out of MNIST's; lower it\n")
+    assert capsys.readouterr().err == ("evaluate: data.val_size: 70000 leaves no training "
+                                       "images; lower it\n")
 
 
 def test_errors_a_stage_names_are_one_line_and_others_keep_their_traceback(capsys):

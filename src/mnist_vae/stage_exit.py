@@ -3,8 +3,9 @@
 Every `stages/*.py` ends with `sys.exit(run_stage(main, "<stage>", *errors))`. The failures a
 user can cause and fix (bad params, a corrupt or missing input, a full or read-only disk, and
 the `errors` a stage names, such as a tracking server that does not answer) print
-"<stage>: <what happened>; <what to do>" and exit 1. Ctrl-C or SIGTERM print one line and exit
-128 + the signal number. Any other exception is a bug: it propagates with its traceback.
+"<stage>: <what happened>; <what to do>" and exit 1 (a download that failed everywhere lists
+its sources, a line each). Ctrl-C or SIGTERM print one line and exit 128 + the signal number.
+Any other exception is a bug: it propagates with its traceback.
 """
 
 from __future__ import annotations
@@ -59,18 +60,13 @@ def failure_line(err: Exception, stage: str,
                  errors: tuple[type[BaseException], ...] = ()) -> str | None:
     """The one line that reports `err` in `stage`, or None when it is not a documented failure."""
     if isinstance(err, (ConfigError, DiskFullError, *errors)):
-        return f"{stage}: {_one_line(str(err))}"
+        return f"{stage}: {err}"  # one line, but for a list of what was tried (download)
     if isinstance(err, FileNotFoundError):
         if err.filename is None:  # raised by this package, with a message saying what to do
-            return f"{stage}: {_one_line(str(err))}"
+            return f"{stage}: {err}"
         return (f"{stage}: {err.filename}: no such file; run the stages that make it first "
                 f"(`dvc repro {stage}` runs them)")
     if isinstance(err, OSError) and err.errno in _OS_FAILURES:
         where = err.filename if err.filename is not None else "an output"
         return f"{stage}: {where}: {_OS_FAILURES[err.errno]}"
     return None
-
-
-def _one_line(text: str) -> str:
-    """A message that may span lines, on one line."""
-    return " ".join(part.strip() for part in text.strip().splitlines() if part.strip())
