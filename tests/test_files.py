@@ -15,6 +15,7 @@ from mnist_vae.files import (
     atomic_paths,
     canonical_keras_file,
     write_json,
+    write_json_files,
 )
 
 
@@ -66,6 +67,18 @@ def test_a_full_disk_is_one_line_naming_the_output_and_leaves_no_partial_file(sm
                               f"{path.parent}); nothing was written: free space there and rerun")
     assert err.value.errno == errno.ENOSPC and isinstance(err.value, OSError)
     assert list(path.parent.iterdir()) == []
+
+
+def test_outputs_written_together_are_all_kept_as_they_were_when_one_does_not_fit(small_disk):
+    metrics, facts = small_disk / "metrics" / "eval.json", small_disk / "metrics" / "facts.json"
+    write_json(metrics, {"old": 1})
+    with pytest.raises(DiskFullError) as err:
+        write_json_files({metrics: {"new": 1}, facts: {"x": "y" * 2_000_000}})
+    assert err.value.path == facts
+    assert json.loads(metrics.read_text()) == {"old": 1}
+    assert [p.name for p in metrics.parent.iterdir()] == ["eval.json"]
+    write_json_files({metrics: {"new": 1}, facts: {"x": 1}})
+    assert json.loads(metrics.read_text()) == {"new": 1} and json.loads(facts.read_text())
 
 
 def test_a_full_disk_keeps_the_previous_output(small_disk):

@@ -201,3 +201,4 @@ def test_a_full_disk_fails_train_classifier_in_one_line_and_leaves_nothing(repo,
     _failed_in_one_line(result, "train_classifier", f"{disk}/classifier.keras",
                         "the disk is full", "free space")
     assert list(Path(disk).iterdir()) == []
+
