@@ -8,25 +8,21 @@ import logging
 import os
 import sys
 
-from mnist_vae.config import ConfigError, load_params
+from mnist_vae.config import load_params
 from mnist_vae.download import DownloadError, download_mnist, resolve_sources, save_mnist
-from mnist_vae.files import DiskFullError
+from mnist_vae.stage_exit import run_stage
 
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="download: %(message)s", stream=sys.stderr)
-    try:
-        params = load_params()
-        sources = resolve_sources(params.download, os.environ)
-        mnist = download_mnist(sources, params.download)
-        save_mnist(mnist, params.paths.data, params.paths.provenance)
-    except (ConfigError, DownloadError, DiskFullError) as err:
-        print(f"download failed: {err}", file=sys.stderr)
-        return 1
+    params = load_params()
+    sources = resolve_sources(params.download, os.environ)
+    mnist = download_mnist(sources, params.download)
+    save_mnist(mnist, params.paths.data, params.paths.provenance)
     shapes = ", ".join(f"{k} {'x'.join(map(str, a.shape))}" for k, a in mnist.arrays.items())
     print(f"download: wrote {params.paths.data} ({shapes}) and {params.paths.provenance}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_stage(main, "download", DownloadError))  # one line for a documented failure

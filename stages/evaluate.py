@@ -4,12 +4,15 @@ Writes the numbers to `paths.metrics` and the protocol and timings (bookkeeping,
 to `paths.eval_facts`; the register stage logs both to the MLflow run.
 """
 
-from mnist_vae.classifier import load_classifier
+import sys
+
+from mnist_vae.classifier import ClassifierError, load_classifier
 from mnist_vae.config import load_params
-from mnist_vae.data import load_arrays
+from mnist_vae.data import DataError, load_arrays
 from mnist_vae.evaluation import evaluate, evaluation_sets
-from mnist_vae.files import write_json
-from mnist_vae.model import load_vae
+from mnist_vae.files import write_json_files
+from mnist_vae.model import ModelFileError, load_vae
+from mnist_vae.stage_exit import run_stage
 
 
 def main() -> None:
@@ -19,8 +22,8 @@ def main() -> None:
     grey, binarized = evaluation_sets(load_arrays(params.paths.data), params.data)
     metrics = evaluate(model, classifier, grey.x_test, grey.y_test, binarized, params.evaluate)
     facts = metrics.pop("meta")  # what was measured and how long it took
-    write_json(params.paths.metrics, metrics)
-    write_json(params.paths.eval_facts, facts)
+    # register logs the two together: a failure leaves both as they were
+    write_json_files({params.paths.metrics: metrics, params.paths.eval_facts: facts})
     test, samples, view = metrics["test"], metrics["samples"], facts["trained_view"]
     print(f"evaluate: -ELBO {test['bernoulli']['neg_elbo']:.2f} nats, "
           f"IWAE NLL ({view}) {test[view]['iwae_nll']:.2f} nats, "
@@ -34,5 +37,5 @@ def main() -> None:
               f"mean per-digit Frechet {digits['frechet_mean']:.2f}")
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # a bad or missing input: one line and exit code 1
+    sys.exit(run_stage(main, "evaluate", ModelFileError, ClassifierError, DataError))

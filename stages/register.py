@@ -13,6 +13,7 @@ from pathlib import Path
 from mnist_vae import continuation, registry, tracking
 from mnist_vae.config import load_params
 from mnist_vae.files import write_json
+from mnist_vae.stage_exit import run_stage
 
 
 def main() -> None:
@@ -37,4 +38,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(tracking.run_stage(main, "register"))
+    sys.exit(run_stage(main, "register", tracking.TrackingError, registry.RegistryError))

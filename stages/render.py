@@ -1,11 +1,14 @@
 """Stage render: the PNG grids people look at (samples, reconstructions, walks, progress)."""
 
+import sys
+
 import tensorflow as tf
 
 from mnist_vae.config import load_params
-from mnist_vae.data import load_splits
-from mnist_vae.model import load_vae
-from mnist_vae.rendering import load_progress, render_all
+from mnist_vae.data import DataError, load_splits
+from mnist_vae.model import ModelFileError, load_vae
+from mnist_vae.rendering import RenderError, load_progress, render_all
+from mnist_vae.stage_exit import run_stage
 
 
 def main() -> None:
@@ -20,5 +23,5 @@ def main() -> None:
         print(f"render: {name} -> {path}")
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # a bad or missing input: one line and exit code 1
+    sys.exit(run_stage(main, "render", ModelFileError, RenderError, DataError))

@@ -12,7 +12,9 @@ from pathlib import Path
 
 from mnist_vae import distribute, tracking
 from mnist_vae.config import load_params
+from mnist_vae.data import DataError
 from mnist_vae.files import write_json
+from mnist_vae.stage_exit import run_stage
 
 
 def main() -> int:
@@ -68,4 +70,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(tracking.run_stage(main, "train"))
+    sys.exit(run_stage(main, "train", tracking.TrackingError, DataError))

@@ -1,12 +1,14 @@
 """Stage train_classifier: fit the digit classifier that judges the VAE's samples."""
 
 import dataclasses
+import sys
 
 from mnist_vae.classifier import accuracy, save_classifier, train_classifier
 from mnist_vae.config import load_params
-from mnist_vae.data import load_splits
+from mnist_vae.data import DataError, load_splits
 from mnist_vae.files import write_json
 from mnist_vae.progress import keras_verbose
+from mnist_vae.stage_exit import run_stage
 
 
 def main() -> None:
@@ -26,5 +28,5 @@ def main() -> None:
           f"({facts['wall_time_s']:.0f} s, {facts['train_images']} training images)")
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # a bad or missing input: one line and exit code 1
+    sys.exit(run_stage(main, "train_classifier", DataError))

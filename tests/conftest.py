@@ -4,6 +4,7 @@ private MLflow stores."""
 import contextlib
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,27 @@ def tiny_vae_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("tiny-vae") / "vae.keras"
     save_tiny_vae(path)
     return path
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """Mount real small file systems: `tmpfs("1m")` is a directory on a fresh 1 MiB tmpfs.
+
+    Needs root and mount permission: skipped where mounting is denied, a failure under CI.
+    """
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        point = tmp_path / f"disk{len(mounted)}"
+        point.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+                               str(point)], capture_output=True, text=True)
+        if done.returncode != 0:
+            why = f"cannot mount a tmpfs here ({done.stderr.strip() or done.returncode})"
+            pytest.fail(why) if os.environ.get("CI") else pytest.skip(why)
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in mounted:
+        subprocess.run(["umount", str(point)], check=True)

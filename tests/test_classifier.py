@@ -1,6 +1,7 @@
 """The digit classifier: it learns a tiny synthetic task, exposes its features, saves safely."""
 
 import time
+import zipfile
 
 import keras
 import numpy as np
@@ -87,3 +88,19 @@ def test_loading_refuses_missing_files_and_models_without_features(tmp_path):
     other.save(tmp_path / "other.keras")
     with pytest.raises(ClassifierError, match="no layer named 'features'"):
         load_classifier(tmp_path / "other.keras")
+
+
+def test_loading_a_truncated_or_damaged_file_says_corrupt_and_how_to_rebuild(tmp_path):
+    inputs = keras.Input((28, 28, 1))
+    other = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(inputs)))
+    other.save(tmp_path / "whole.keras")
+    data = (tmp_path / "whole.keras").read_bytes()
+    (tmp_path / "cut.keras").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ClassifierError, match=r"corrupt or truncated .*dvc repro -f train_cl"):
+        load_classifier(tmp_path / "cut.keras")
+    with zipfile.ZipFile(tmp_path / "whole.keras") as src, \
+            zipfile.ZipFile(tmp_path / "damaged.keras", "w") as dst:
+        for info in src.infolist():  # a whole archive whose weights are not HDF5
+            dst.writestr(info, b"not weights" if info.filename.endswith(".h5") else src.read(info))
+    with pytest.raises(ClassifierError, match=r"corrupt or incompatible, Keras cannot load it"):
+        load_classifier(tmp_path / "damaged.keras")

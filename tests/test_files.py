@@ -3,7 +3,6 @@
 import errno
 import json
 import os
-import subprocess
 import sys
 import zipfile
 
@@ -16,6 +15,7 @@ from mnist_vae.files import (
     atomic_paths,
     canonical_keras_file,
     write_json,
+    write_json_files,
 )
 
 
@@ -54,18 +54,9 @@ def test_several_outputs_appear_together_or_not_at_all(tmp_path):
 # --- a full disk: one line naming the output, nothing partial left ------------------------------
 
 @pytest.fixture
-def small_disk(tmp_path):
-    """A real 1 MiB tmpfs (needs root and mount permission; skipped where mounting is denied)."""
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or done.returncode})")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", str(mount_point)], check=True)
+def small_disk(tmpfs):
+    """A real 1 MiB tmpfs."""
+    return tmpfs("1m")
 
 
 def test_a_full_disk_is_one_line_naming_the_output_and_leaves_no_partial_file(small_disk):
@@ -76,6 +67,18 @@ def test_a_full_disk_is_one_line_naming_the_output_and_leaves_no_partial_file(sm
                               f"{path.parent}); nothing was written: free space there and rerun")
     assert err.value.errno == errno.ENOSPC and isinstance(err.value, OSError)
     assert list(path.parent.iterdir()) == []
+
+
+def test_outputs_written_together_are_all_kept_as_they_were_when_one_does_not_fit(small_disk):
+    metrics, facts = small_disk / "metrics" / "eval.json", small_disk / "metrics" / "facts.json"
+    write_json(metrics, {"old": 1})
+    with pytest.raises(DiskFullError) as err:
+        write_json_files({metrics: {"new": 1}, facts: {"x": "y" * 2_000_000}})
+    assert err.value.path == facts
+    assert json.loads(metrics.read_text()) == {"old": 1}
+    assert [p.name for p in metrics.parent.iterdir()] == ["eval.json"]
+    write_json_files({metrics: {"new": 1}, facts: {"x": 1}})
+    assert json.loads(metrics.read_text()) == {"new": 1} and json.loads(facts.read_text())
 
 
 def test_a_full_disk_keeps_the_previous_output(small_disk):
@@ -99,8 +102,8 @@ def test_the_download_stage_reports_a_full_disk_in_one_line(small_disk, tmp_path
                  pipeline_env(repo_root, MNIST_VAE_SOURCE=str(shared_mirror)), check=False,
                  timeout=300)
     assert result.returncode == 1
-    assert f"download failed: {small_disk}/provenance.json: the disk is full" in result.stderr \
-        or f"download failed: {small_disk}/mnist.npz: the disk is full" in result.stderr
+    assert f"download: {small_disk}/provenance.json: the disk is full" in result.stderr \
+        or f"download: {small_disk}/mnist.npz: the disk is full" in result.stderr
     assert "Traceback" not in result.stderr
     assert list(small_disk.iterdir()) == []
 

@@ -7,6 +7,8 @@ Its softmax says which digit a sample shows and how sure it is; its penultimate 
 from __future__ import annotations
 
 import time
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +23,7 @@ NUM_CLASSES = 10
 
 
 class ClassifierError(ValueError):
-    """The classifier file is missing or not what the train_classifier stage writes."""
+    """The classifier file is missing, corrupt, or not what the train_classifier stage writes."""
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,16 @@ def load_classifier(path: str | Path) -> keras.Model:
     path = Path(path)
     if not path.is_file():
         raise ClassifierError(f"{path}: no such file; run `dvc repro train_classifier` first")
-    model = keras.models.load_model(path, compile=False)
+    rebuild = "rebuild it with `dvc repro -f train_classifier`"
+    if not zipfile.is_zipfile(path):  # Keras would say "File not found"
+        raise ClassifierError(f"{path}: corrupt or truncated ({path.stat().st_size:,} bytes, "
+                              f"not a whole .keras zip archive); {rebuild}")
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError, ValueError, zlib.error) as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise ClassifierError(f"{path}: corrupt or incompatible, Keras cannot load it "
+                              f"({reason}); {rebuild}") from err
     names = {layer.name for layer in model.layers}
     if FEATURES_LAYER not in names:
         raise ClassifierError(

@@ -63,6 +63,19 @@ def write_json(path: str | Path, obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2) + "\n")
 
 
+def write_json_files(outputs: dict[str | Path, Any]) -> None:
+    """Write several JSON outputs that belong together: all are replaced, or none is."""
+    texts = [(Path(path), json.dumps(obj, indent=2) + "\n") for path, obj in outputs.items()]
+    with atomic_paths(*(path for path, _ in texts)) as tmps:
+        for (path, text), tmp in zip(texts, tmps, strict=True):
+            try:
+                tmp.write_text(text)
+            except OSError as err:  # name the output that did not fit, not the last one
+                if err.errno in _DISK_FULL:
+                    raise DiskFullError(path) from err
+                raise
+
+
 def file_sha256(path: str | Path) -> str:
     """Hex SHA-256 of a file, streamed."""
     digest = hashlib.sha256()

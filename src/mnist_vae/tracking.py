@@ -9,13 +9,15 @@ shows in its stage file.
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import json
 import math
 import os
 import signal
 import socket
 import sys
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ import psutil
 from mnist_vae import provenance
 from mnist_vae.config import Params, to_flat_dict
 from mnist_vae.files import file_sha256, write_json
+from mnist_vae.stage_exit import Stopped
 from mnist_vae.tracking_store import TrackingError, connect, mlflow, redact, repo_root
 
 # The params sections each tracked stage reads; they become run params (`train.batch_size`).
@@ -53,25 +56,72 @@ TAG_HOST = "mnist_vae.host"
 TAG_CLOSED_REASON = "mnist_vae.closed_reason"
 
 
-class Terminated(BaseException):
+class Terminated(Stopped):
     """The process received SIGTERM; the run ends KILLED, like after Ctrl-C."""
 
 
-def stop_on_sigterm() -> None:
+STOP_GRACE_S = 20.0  # after SIGTERM or Ctrl-C the process is gone within this, whatever happens
+# While `closing` ends a run (`cleanup` > 0) a signal waits; once it has, the run's error is
+# already on its way out and the waiting signal is dropped (the deadline still holds).
+_held = {"cleanup": 0, "dropped": False}
+
+
+def stop_on_sigterm(grace_s: float = STOP_GRACE_S) -> None:
     """Turn SIGTERM (and SIGINT) into an exception, so an open run is closed KILLED.
 
-    The exception is held back while MLflow or its database layer is on the stack: raised
-    inside a store transaction it would leave the store unable to close the run.
+    The exception is held back while MLflow or its database layer is on the stack (raised
+    inside a store transaction it would leave the store unable to close the run) and while
+    `closing` ends a run. Signals after the first are ignored: they cannot cut the closing of
+    the run short. The first one also starts a deadline: a process still alive `grace_s`
+    later (a stalled store, a thread that never ends) exits at once, its run left for the next
+    train start to close.
     """
-    def stop(frame, error: BaseException) -> None:
-        if _in_store_call(frame):
-            signal.signal(signal.SIGALRM, lambda signum, later: stop(later, error))
+    pending: list[BaseException] = []
+    _held["dropped"] = False
+
+    def on_signal(signum: int, frame) -> None:
+        if pending:
+            _say(f"{signal.Signals(signum).name} again: already stopping (ending the MLflow "
+                 f"run); the process exits within {grace_s:.0f} s of the first signal\n")
+            return
+        pending.append(Terminated(signum) if signum == signal.SIGTERM else KeyboardInterrupt())
+        _exit_after(grace_s, signum)
+        raise_when_safe(signum, frame)
+
+    def raise_when_safe(signum: int, frame) -> None:
+        if _held["dropped"]:
+            return
+        if _held["cleanup"] or _in_store_call(frame):
             signal.setitimer(signal.ITIMER_REAL, 0.05)  # try again once that call returned
             return
-        raise error
+        raise pending[0]
 
-    signal.signal(signal.SIGTERM, lambda signum, frame: stop(frame, Terminated("SIGTERM")))
-    signal.signal(signal.SIGINT, lambda signum, frame: stop(frame, KeyboardInterrupt()))
+    signal.signal(signal.SIGALRM, raise_when_safe)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+
+def _exit_after(grace_s: float, signum: int) -> None:
+    """End the process `grace_s` from now if it is still alive, in a thread the stall can't hold.
+
+    The timer thread needs the GIL; faulthandler's watchdog (5 s later, tracebacks on stderr,
+    exit code 1) does not, for code that holds the GIL for good.
+    """
+    def hard_exit() -> None:
+        _say(f"still stopping {grace_s:.0f} s after {signal.Signals(signum).name} (the tracking "
+             "store does not answer?); exiting now: the next train start closes the run\n")
+        os._exit(128 + signum)
+
+    timer = threading.Timer(grace_s, hard_exit)
+    timer.daemon = True
+    timer.start()
+    faulthandler.dump_traceback_later(grace_s + 5, exit=True)
+
+
+def _say(text: str) -> None:
+    """Write to stderr from a signal handler (print could reenter a buffered write)."""
+    with contextlib.suppress(OSError):
+        os.write(sys.stderr.fileno(), f"tracking: {text}".encode())
 
 
 def _in_store_call(frame) -> bool:
@@ -131,10 +181,15 @@ def closing(stage: str) -> Iterator[None]:
         yield
         mark_stage_done(stage)
     except BaseException as err:
-        active = mlflow.active_run()
-        if active:
-            status = "KILLED" if isinstance(err, (KeyboardInterrupt, Terminated)) else "FAILED"
-            _end_failed(stage, active.info.run_id, status, err)
+        _held["cleanup"] += 1  # a signal now waits until the run is ended
+        try:
+            active = mlflow.active_run()
+            if active:
+                status = "KILLED" if isinstance(err, (KeyboardInterrupt, Stopped)) else "FAILED"
+                _end_failed(stage, active.info.run_id, status, err)
+        finally:
+            _held["cleanup"] -= 1
+            _held["dropped"] = True  # `err` ends the stage; a held signal need not
         raise
     mlflow.end_run(status="FINISHED")
 
@@ -151,15 +206,6 @@ def _end_failed(stage: str, run_id: str, status: str, err: BaseException) -> Non
             "unset MLFLOW_TRACKING_URI) and rerun the stage to continue."
         ) from None
     print(f"tracking: {stage} failed; MLflow run {run_id} marked {status}", file=sys.stderr)
-
-
-def run_stage(main: Callable[[], int | None], stage: str) -> int:
-    """Run a stage's `main`; a tracking failure becomes one line on stderr and exit code 1."""
-    try:
-        return main() or 0
-    except TrackingError as err:
-        print(f"{stage}: {err}", file=sys.stderr)
-        return 1
 
 
 def _first_line(err: BaseException) -> str:
