@@ -252,6 +252,17 @@ def test_frechet_survives_singular_covariances():
     assert np.isfinite(d) and d > 0
 
 
+def test_frechet_of_dead_features_is_the_mean_gap():
+    # An untrained classifier: most features are 0 for every image, one set is constant.
+    rng = np.random.default_rng(1)
+    a = np.zeros((50, 64))
+    a[:, :3] = rng.standard_normal((50, 3))
+    b = np.full((50, 64), 0.5)
+    d = ev.frechet_between(a, b)
+    mu, cov = ev.feature_stats(a)
+    assert d == pytest.approx(np.sum((mu - 0.5) ** 2) + np.trace(cov), rel=1e-9)
+
+
 # --- sample-quality summaries ---------------------------------------------------------------
 
 

@@ -14,14 +14,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
-from scipy import linalg, special
+from scipy import special
 
 from mnist_vae import losses
 from mnist_vae.classifier import Predictions
@@ -153,22 +152,23 @@ def active_units(means: np.ndarray, threshold: float) -> tuple[int, np.ndarray]:
 
 def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray,
                      cov2: np.ndarray) -> float:
-    """||mu1-mu2||^2 + Tr(C1 + C2 - 2 (C1 C2)^(1/2)): the 2-Wasserstein distance^2 of Gaussians."""
+    """||mu1-mu2||^2 + Tr(C1 + C2 - 2 (C1 C2)^(1/2)): the 2-Wasserstein distance^2 of Gaussians.
+
+    Tr((C1 C2)^(1/2)) is taken as Tr((R C2 R)^(1/2)) with R = C1^(1/2): symmetric eigenvalues
+    only, so rank-deficient covariances (an untrained classifier's features) cannot break it.
+    """
     diff = mu1 - mu2
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", linalg.LinAlgWarning)  # singular: handled below
-        covmean = linalg.sqrtm(cov1 @ cov2)
-        if not np.all(np.isfinite(covmean)):  # rank-deficient product: regularise, retry
-            eps = 1e-6 * np.eye(len(cov1))
-            covmean = linalg.sqrtm((cov1 + eps) @ (cov2 + eps))
-    if np.iscomplexobj(covmean):
-        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            raise ValueError(
-                f"Frechet distance: sqrtm has imaginary part {np.max(np.abs(covmean.imag)):.3g}"
-            )
-        covmean = covmean.real
-    value = diff @ diff + np.trace(cov1) + np.trace(cov2) - 2.0 * np.trace(covmean)
+    root1 = _psd_sqrt(cov1)
+    middle = np.linalg.eigvalsh(root1 @ cov2 @ root1)
+    trace_covmean = np.sqrt(np.clip(middle, 0.0, None)).sum()
+    value = diff @ diff + np.trace(cov1) + np.trace(cov2) - 2.0 * trace_covmean
     return float(max(value, 0.0))
+
+
+def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:
+    """The symmetric square root of a covariance (negative rounding noise clipped to 0)."""
+    values, vectors = np.linalg.eigh((matrix + matrix.T) / 2.0)
+    return (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
 
 
 def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
