@@ -136,6 +136,7 @@ def test_registry_load_works_in_a_fresh_process(store, tiny_vae_file):
         import json, sys
         import mlflow
         import numpy as np
+        import pandas as pd
         generator = mlflow.pyfunc.load_model("models:/mnist-vae@champion")  # as a server does
         loader = sys.modules["mnist_vae.registry"].__file__
         from mnist_vae import registry
@@ -144,7 +145,7 @@ def test_registry_load_works_in_a_fresh_process(store, tiny_vae_file):
         print(json.dumps({
             "type": type(vae).__name__,
             "decode": np.asarray(vae.decode(z))[..., 0].tolist(),
-            "generated": generator.predict(z).tolist(),
+            "generated": generator.predict(pd.DataFrame({"z": list(z)})).tolist(),
             "loader": loader,
         }))
     """)
