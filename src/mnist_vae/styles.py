@@ -46,6 +46,12 @@ def transport_map(source: GaussianMixture, target: GaussianMixture
     return a, mu_t - a @ mu_s
 
 
+def drawing_temperature(model: Any) -> float:
+    """The model's `prior.digit_temperature` (1.0 for a model without a config)."""
+    config = getattr(model, "model_config", None)
+    return config.prior.digit_temperature if config is not None else 1.0
+
+
 def restyle_codes(model: Any, codes: np.ndarray, labels: np.ndarray, digit: int,
                   temperature: float | None = None) -> np.ndarray:
     """Codes [N, d] of digits `labels` moved to where `digit`'s codes sit in the same style;
@@ -53,7 +59,7 @@ def restyle_codes(model: Any, codes: np.ndarray, labels: np.ndarray, digit: int,
     the digit's mean, as it scales the spread of its drawings."""
     digit = check_digit(digit)
     if temperature is None:
-        temperature = model.model_config.prior.digit_temperature
+        temperature = drawing_temperature(model)
     target = model.prior_distribution(digit)
     centre = moments(target)[0]
     moved = np.empty_like(codes, dtype=np.float64)
