@@ -21,8 +21,13 @@ from mlflow.exceptions import MlflowException
 
 from mnist_vae import registry
 from mnist_vae.model import load_vae
-from mnist_vae.serving import (BadRequest, RequestGate, check_column_request, check_json_numbers,
-                               max_body_bytes)
+from mnist_vae.serving import (
+    BadRequest,
+    RequestGate,
+    check_column_request,
+    check_json_numbers,
+    max_body_bytes,
+)
 
 MARKER = 98765.4321  # a number no reply may repeat
 
