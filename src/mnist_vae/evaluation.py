@@ -225,7 +225,7 @@ def ink(images: np.ndarray) -> np.ndarray:
 
 
 def style_quality(model: Any, classifier: Any, x: np.ndarray, labels: np.ndarray,
-                  cfg: EvaluateConfig) -> dict[str, Any]:
+                  cfg: EvaluateConfig, temperature: float | None = None) -> dict[str, Any]:
     """How well `styles.restyle` redraws test images as other digits, in their own style.
 
     agreement: the fraction of the first `style_images` test images of each other digit,
@@ -233,7 +233,7 @@ def style_quality(model: Any, classifier: Any, x: np.ndarray, labels: np.ndarray
     digit c and a target d != c, the correlation between the ink of c's images and of their
     redrawings as d, averaged (thick strokes should stay thick: 0 for a fresh drawing of d);
     ink_correlation_reconstruction: the same for the plain reconstructions (the decoder's
-    ceiling).
+    ceiling). `temperature`: restyle_codes's (default: the model's).
     """
     idx = np.concatenate([np.flatnonzero(labels == d)[:cfg.style_images]
                           for d in range(NUM_CLASSES)])
@@ -244,7 +244,8 @@ def style_quality(model: Any, classifier: Any, x: np.ndarray, labels: np.ndarray
     reconstruction_ink = ink(decode_means(model, codes, cfg.batch_size))
     per_digit, correlations = {}, []
     for digit in range(NUM_CLASSES):
-        redrawn = decode_means(model, restyle_codes(model, codes, labels, digit), cfg.batch_size)
+        redrawn = decode_means(model, restyle_codes(model, codes, labels, digit, temperature),
+                               cfg.batch_size)
         others = labels != digit
         read = np.argmax(classifier_predict(classifier, redrawn[others]).probs, axis=1)
         per_digit[str(digit)] = float(np.mean(read == digit))

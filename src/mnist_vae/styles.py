@@ -1,4 +1,4 @@
-"""Style transfer: a digit redrawn as another, by optimal transport between its p(z | digit)s.
+"""Style transfer: a written digit redrawn as another, by optimal transport between digit priors.
 
 The decoder sees only z, so a digit's "style" is where its code sits inside its digit's code
 distribution. Restyling image x of digit c as digit d encodes x (the posterior mean z), then
