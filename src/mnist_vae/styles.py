@@ -4,9 +4,9 @@ The decoder sees only z, so a digit's "style" is where its code sits inside its 
 distribution. Restyling image x of digit c as digit d encodes x (the posterior mean z), then
 moves z with the optimal-transport (Monge) map between Gaussians moment-matched to p(z | c)
 and p(z | d): z' = mu_d + A (z - mu_c), A = S_c^-1/2 (S_c^1/2 S_d S_c^1/2)^1/2 S_c^-1/2.
-A code one standard deviation along c's "thick strokes" direction lands one standard
-deviation along the matching direction of d (Knott & Smith 1984; the map behind
-"Wasserstein style transfer" of Mroueh 2019). Like a drawing from p(z | d), the moved code's
+Of all maps carrying the one Gaussian onto the other, it moves codes least on average
+(Knott & Smith 1984), so a code's place in c's distribution (bold, slanted, small) becomes the
+nearest matching place in d's. Like a drawing from p(z | d), the moved code's
 offset from mu_d is then scaled by the model's `prior.digit_temperature` (1.0: the plain map,
 under which restyling to its own digit is the identity).
 """
