@@ -35,6 +35,11 @@ def main() -> None:
         print(f"evaluate: digits asked for and read as such {digits['agreement']:.1%} "
               f"(worst digit {digits['agreement_min']:.1%}), "
               f"mean per-digit Frechet {digits['frechet_mean']:.2f}")
+        styles = digits["styles"]
+        print(f"evaluate: test images redrawn as another digit and read as it "
+              f"{styles['agreement']:.1%} (worst digit {styles['agreement_min']:.1%}), "
+              f"ink kept {styles['ink_correlation']:.2f} (reconstructions "
+              f"{styles['ink_correlation_reconstruction']:.2f})")
 
 
 if __name__ == "__main__":  # a bad or missing input: one line and exit code 1

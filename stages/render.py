@@ -1,4 +1,5 @@
-"""Stage render: the PNG grids people look at (samples, reconstructions, walks, progress)."""
+"""Stage render: the PNG grids people look at (samples, reconstructions, walks, progress, digits,
+styles)."""
 
 import sys
 

@@ -23,6 +23,7 @@ class ModelServer:
 
     def __init__(self, model_dir: Path, log: Path, timeout_s: float = 300):
         self.port = unused_port()
+        self.model_dir = Path(model_dir)
         self.log = log
         env = subprocess_env()
         env.pop("PYTHONPATH")  # the model carries its own code

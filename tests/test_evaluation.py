@@ -328,7 +328,8 @@ EXPECTED_KEYS = {
     "samples": {"recognisable", "class_entropy", "frechet", "frechet_floor",
                 "test_recognisable", "test_class_entropy", "class_fraction"},
     "meta": {"likelihood", "trained_view", "test_images", "iwae_samples", "iwae_images",
-             "prior_samples", "digit_samples", "prior_components", "kl_estimator",
+             "prior_samples", "digit_samples", "style_images", "prior_components",
+             "kl_estimator",
              "gaussian_nll_constant", "seconds"},
     "meta.seconds": {"elbo", "iwae", "active_units", "samples", "total"},
 }
@@ -432,6 +433,61 @@ def test_digit_agreement_is_the_fraction_read_as_the_digit_asked_for():
         np.mean([d["frechet"] for d in good["per_digit"].values()]))
 
 
+class ThickBandVAE(BandDigitVAE):
+    """Band d drawn 1-5 rows thick, the thickness (the "style") set by z_1; `forgetful`
+    draws every band 2 rows thick whatever z_1 says."""
+
+    def __init__(self, forgetful: bool = False):
+        super().__init__()
+        self.forgetful = forgetful
+
+    def prior_distribution(self, digit=None):
+        from mnist_vae.prior import GaussianMixture
+        if digit is None:
+            return GaussianMixture.standard(2)
+        return GaussianMixture(np.zeros(1), np.array([[float(digit), 0.0]]),
+                               np.diag([0.01, 1.0])[None])
+
+    def decode_logits(self, z):
+        logits = np.full((len(z), 28, 28, 1), -8.0, np.float32)
+        for image, (band, style) in zip(logits, np.asarray(z, np.float64), strict=True):
+            rows = 2 if self.forgetful else int(np.clip(np.round(style), -2, 2)) + 3
+            start = 2 * int(np.clip(np.round(band), 0, 9))
+            image[start:start + rows] = 8.0
+        return logits
+
+    def encode(self, x):
+        bright = np.asarray(x).reshape(len(x), 28, 28).mean(axis=2) > 0.5
+        mean = np.stack([np.argmax(bright, axis=1) / 2.0, bright.sum(axis=1) - 3.0], axis=1)
+        return mean, np.full_like(mean, -4.0)
+
+
+def test_style_quality_reads_the_target_digit_and_whether_the_strokes_kept_their_weight():
+    labels = np.repeat(np.arange(10), 12)
+    thickness = np.random.default_rng(0).integers(-2, 3, len(labels))
+    logits = ThickBandVAE().decode_logits(np.stack([labels, thickness], axis=1))
+    x = (1 / (1 + np.exp(-logits))).astype(np.float32)
+    cfg = EvaluateConfig(style_images=10, batch_size=16)
+    keeps = ev.style_quality(ThickBandVAE(), band_classifier(), x, labels, cfg)
+    assert keeps["ink_correlation"] == pytest.approx(1.0, abs=1e-6)
+    assert keeps["ink_correlation_reconstruction"] == pytest.approx(1.0, abs=1e-6)
+    forgets = ev.style_quality(ThickBandVAE(forgetful=True), band_classifier(), x, labels, cfg)
+    assert forgets["ink_correlation"] == 0.0  # every redrawing has the same ink
+    assert forgets["agreement"] == forgets["agreement_min"] == 1.0  # 2-row bands read right
+    assert set(forgets["per_digit"]) == {str(d) for d in range(10)}
+
+
+def test_style_agreement_is_the_fraction_of_redrawings_read_as_the_target():
+    labels = np.repeat(np.arange(10), 10)
+    logits = BandDigitVAE().decode_logits(np.stack([labels, np.zeros(len(labels))], axis=1))
+    x = (1 / (1 + np.exp(-logits))).astype(np.float32)  # noise-free: codes exactly (d, 0)
+    cfg = EvaluateConfig(style_images=10, batch_size=16)
+    good = ev.style_quality(BandDigitVAE(), band_classifier(), x, labels, cfg)
+    assert good["agreement"] == good["agreement_min"] == 1.0
+    bad = ev.style_quality(BandDigitVAE(wrong={3: 8}), band_classifier(), x, labels, cfg)
+    assert bad["per_digit"]["3"] == 0.0 and bad["agreement_min"] == 0.0
+
+
 def test_evaluate_measures_digits_only_for_a_model_that_draws_them():
     grey, labels = band_test_set(10)
     cfg = EvaluateConfig(iwae_samples=2, iwae_images=10, prior_samples=20, digit_samples=10,
@@ -439,8 +495,12 @@ def test_evaluate_measures_digits_only_for_a_model_that_draws_them():
     drawn = ev.evaluate(BandDigitVAE(), band_classifier(), grey, labels, None, cfg)
     assert set(drawn["digits"]["per_digit"]) == {str(d) for d in range(10)}
     assert drawn["meta"]["digit_samples"] == 10 and "digits" in drawn["meta"]["seconds"]
+    assert set(drawn["digits"]["styles"]) == {"agreement", "agreement_min", "ink_correlation",
+                                              "ink_correlation_reconstruction", "per_digit"}
+    assert drawn["meta"]["style_images"] == 100 and "styles" in drawn["meta"]["seconds"]
     plain = ev.evaluate(ToyImageVAE(), band_classifier(), grey, labels, None, cfg)
     assert "digits" not in plain and plain["meta"]["digit_samples"] == 0
+    assert plain["meta"]["style_images"] == 0
 
 
 # --- the IWAE's fast path against straightforward and previous implementations ---------------

@@ -11,8 +11,10 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
+from mlflow.models import Model
 
 from helpers import clone_repo, pipeline_env, run_dvc, run_stage, set_params, unused_port
 from mlflow_helpers import VENV_BIN, subprocess_env
@@ -91,7 +93,10 @@ def test_the_run_and_the_model_version_are_on_the_server(tracked_repo, tracking_
     assert {"params.yaml", "dvc.lock", "provenance.json", "eval.json", "plots"} <= files
     plots = {f["path"] for f in _get(tracking_server, "artifacts/list", run_id=run_id,
                                      path="plots")["files"]}
-    assert {"plots/samples.png", "plots/progress.png"} <= plots
+    assert {"plots/samples.png", "plots/progress.png", "plots/digits.png",
+            "plots/styles.png"} <= plots
+    assert metrics["digits/styles/agreement"] == pytest.approx(
+        eval_json["digits"]["styles"]["agreement"])
 
     champion = _get(tracking_server, "registered-models/alias", name="mnist-vae",
                     alias="champion")["model_version"]
@@ -103,6 +108,18 @@ def test_the_run_and_the_model_version_are_on_the_server(tracked_repo, tracking_
     assert float(version_tags["test/bernoulli/neg_elbo"]) == pytest.approx(
         metrics["test/bernoulli/neg_elbo"])
     assert set(champion["aliases"]) == {"champion", "challenger"}
+    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(tracking_server)
+    mlflow.set_registry_uri(tracking_server)
+    try:
+        mlmodel = mlflow.artifacts.download_artifacts(
+            "models:/mnist-vae@champion/MLmodel", dst_path=str(tracked_repo.parent / "champion"))
+    finally:
+        mlflow.set_tracking_uri(before[0])
+        mlflow.set_registry_uri(before[1])
+    inputs = Model.load(mlmodel).signature.inputs.to_dict()  # what the UI shows
+    assert [(c["name"], c["type"], c["required"]) for c in inputs] == [
+        ("z", "array", False), ("digit", "long", False), ("seed", "long", False)]
 
 
 def test_the_champion_serves_digits_and_rejects_bad_requests(tracked_repo, tracking_server,

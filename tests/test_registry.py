@@ -105,7 +105,7 @@ def test_the_generator_draws_digits_and_rejects_bad_input(store, tiny_vae_file):
     _register(store, tiny_vae_file, 100.0)
     generator = registry.load_generator("champion")
     z = np.random.default_rng(0).standard_normal((4, 3)).astype("float32")
-    images = generator.predict(z)
+    images = generator.predict(pd.DataFrame({"z": list(z)}))  # the signature's column
     assert images.shape == (4, 28, 28) and images.dtype == np.float32
     assert images.min() >= 0.0 and images.max() <= 1.0
     expected = np.asarray(load_vae(tiny_vae_file).decode(z))[..., 0]
@@ -115,14 +115,16 @@ def test_the_generator_draws_digits_and_rejects_bad_input(store, tiny_vae_file):
         "width": np.zeros((2, 5), "float32"),
         "rows": np.zeros((257, 3), "float32"),
         "nan": np.array([[np.nan, 0, 0]], "float32"),
-        "one vector": np.zeros(3, "float32"),
+        "one number a row": np.zeros((3, 1), "float32")[:, 0],
     }
     for what, z_bad in bad.items():
         with pytest.raises(MlflowException) as err:
-            generator.predict(z_bad)
+            generator.predict(pd.DataFrame({"z": list(z_bad)}))
         assert err.value.get_http_status_code() == 400, what
     with pytest.raises(MlflowException, match="between 1 and 256 latent vectors"):
-        generator.predict(bad["rows"])
+        generator.predict(pd.DataFrame({"z": list(bad["rows"])}))
+    with pytest.raises(MlflowException, match="send latent vectors as the column z"):
+        generator.predict(z)  # MLflow's column check drops unnamed columns
 
 
 @pytest.mark.slow
@@ -134,6 +136,7 @@ def test_registry_load_works_in_a_fresh_process(store, tiny_vae_file):
         import json, sys
         import mlflow
         import numpy as np
+        import pandas as pd
         generator = mlflow.pyfunc.load_model("models:/mnist-vae@champion")  # as a server does
         loader = sys.modules["mnist_vae.registry"].__file__
         from mnist_vae import registry
@@ -142,7 +145,7 @@ def test_registry_load_works_in_a_fresh_process(store, tiny_vae_file):
         print(json.dumps({
             "type": type(vae).__name__,
             "decode": np.asarray(vae.decode(z))[..., 0].tolist(),
-            "generated": generator.predict(z).tolist(),
+            "generated": generator.predict(pd.DataFrame({"z": list(z)})).tolist(),
             "loader": loader,
         }))
     """)
@@ -220,16 +223,23 @@ def test_the_generator_draws_the_digits_asked_for_and_rejects_bad_ones(store, ti
                                atol=1e-6)
     np.testing.assert_allclose(generator.predict(pd.DataFrame({"digit": [2]}))[0], images[1],
                                atol=1e-6)  # seed 0 when none is given
+    # out of range: the generator; not a whole number: MLflow's check of the signature's longs
     bad = {"10": [10], "-1": [-1], "'x'": ["x"], "2.5": [2.5], "True": [True]}
     for shown, digits in bad.items():
-        with pytest.raises(MlflowException, match=f"digit must be .*got {shown}") as err:
+        message = (f"digit must be 0-9, got {shown}" if shown in ("10", "-1")
+                   else "Incompatible input types for column digit")
+        with pytest.raises(MlflowException, match=message) as err:
             generator.predict(pd.DataFrame({"digit": digits}))
         assert err.value.get_http_status_code() == 400
     for frame, message in [(pd.DataFrame({"digit": [1], "seed": [-2]}), "seed must be"),
-                           (pd.DataFrame({"digit": [1], "colour": [3]}), "digit and seed only"),
-                           (pd.DataFrame({"digit": [1] * 257}), "between 1 and 256 records")]:
+                           (pd.DataFrame({"digit": [1] * 257}), "between 1 and 256 records"),
+                           (pd.DataFrame({"digit": [1], "z": [[0.0] * 3]}), "not both")]:
         with pytest.raises(MlflowException, match=message):
             generator.predict(frame)
+    # MLflow drops a column the signature lacks before the model sees it (the serving gate
+    # refuses it over HTTP); the generator itself refuses it too
+    with pytest.raises(MlflowException, match="digit and seed only"):
+        registry.DigitGenerator(vae, 16).predict(pd.DataFrame({"digit": [1], "colour": [3]}))
 
 
 def test_drawing_defaults_to_the_champion_when_the_store_has_one(store, tiny_vae_file):

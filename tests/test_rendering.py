@@ -1,5 +1,7 @@
 """The PNG grids: expected pixel sizes, tiles where they belong, identical bytes on a rerun."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -171,13 +173,33 @@ def test_digits_grid_has_one_labelled_row_per_digit_drawn_as_asked():
         assert list(bright_rows) == [2 * digit, 2 * digit + 1]  # the band of that digit
 
 
-def test_render_all_adds_digits_only_for_a_model_that_draws_them(tmp_path):
+def test_render_all_adds_digits_and_styles_only_for_a_model_that_draws_them(tmp_path):
     x, y = _test_set(20)
     progress = (np.zeros((1, 16, 28, 28), np.float32), np.array([1]))
     written = rd.render_all(BandDigitVAE(), x, y, progress, tmp_path / "d", CFG)
     assert "digits" in written and written["digits"].name == "digits.png"
+    assert written["styles"].name == "styles.png"
     plain = rd.render_all(ToyImageVAE(), x, y, progress, tmp_path / "p", CFG)
-    assert "digits" not in plain
+    assert "digits" not in plain and "styles" not in plain
+
+
+def test_styles_grid_shows_each_image_then_it_redrawn_as_0_to_9():
+    labels = np.tile(np.arange(10), 2)
+    logits = BandDigitVAE().decode_logits(np.stack([labels, np.zeros(20)], axis=1))
+    x = (1 / (1 + np.exp(-logits))).astype(np.float32)  # noise-free bands
+    cfg = dataclasses.replace(CFG, style_rows=12)
+    image = rd.styles_grid(BandDigitVAE(), x, labels, cfg)
+    margin = rd.label_width([str(r % 10) for r in range(12)])
+    assert image.size == (margin + 58 * 11 + 2 * 2 + 2, 58 * 12 + 2)
+    for row in (0, 4, 11):  # row 11 is the second test image of digit 1
+        source = _tile(image, margin + 2, 2 + 58 * row)
+        assert list(np.flatnonzero(source.mean(axis=1) > 128)) == [2 * (row % 10),
+                                                                   2 * (row % 10) + 1]
+        for digit in (0, 7, 9):
+            tile = _tile(image, margin + 2 + 58 * (1 + digit) + 4, 2 + 58 * row)
+            assert list(np.flatnonzero(tile.mean(axis=1) > 128)) == [2 * digit, 2 * digit + 1]
+    with pytest.raises(rd.RenderError, match="too few test images for 30 style rows"):
+        rd.styles_grid(BandDigitVAE(), x, labels, dataclasses.replace(CFG, style_rows=30))
 
 
 def test_a_sheet_of_any_count_is_a_near_square_grid():

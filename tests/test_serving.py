@@ -21,7 +21,13 @@ from mlflow.exceptions import MlflowException
 
 from mnist_vae import registry
 from mnist_vae.model import load_vae
-from mnist_vae.serving import BadRequest, RequestGate, check_json_numbers, max_body_bytes
+from mnist_vae.serving import (
+    BadRequest,
+    RequestGate,
+    check_column_request,
+    check_json_numbers,
+    max_body_bytes,
+)
 
 MARKER = 98765.4321  # a number no reply may repeat
 
@@ -120,6 +126,54 @@ def test_non_json_bodies_are_a_400_without_echo(body):
     assert err.value.status == 400
 
 
+# --- a digit-drawing model: the columns z, digit, seed ----------------------------------------
+
+@pytest.mark.parametrize("body", [{"inputs": [[0.5, -1, 2e-3], [0, 0, 1]]},
+                                  {"instances": [[0.5, -1, 2e-3], [0, 0, 1]]},
+                                  {"dataframe_split": {"data": [[0.5, -1, 2e-3], [0, 0, 1]]}}])
+def test_unnamed_latent_vectors_reach_mlflow_as_the_z_column(body):
+    app = _App()
+    raw = json.dumps(body).encode()
+    status, _, _ = _call(RequestGate(app, 1000, check_column_request), [raw],
+                         {**JSON, "Content-Length": str(len(raw))})
+    assert status == 200
+    assert json.loads(app.bodies[0]) == {"dataframe_split": {
+        "columns": ["z"], "data": [[[0.5, -1, 2e-3]], [[0, 0, 1]]]}}
+
+
+@pytest.mark.parametrize("body", [
+    {"dataframe_records": [{"digit": 7, "seed": 3}, {"digit": 0, "seed": 1}]},
+    {"dataframe_records": [{"digit": 10}]},  # the generator words the range
+    {"dataframe_split": {"columns": ["digit", "seed"], "data": [[7, 3]]}},
+    {"dataframe_records": [{"z": [0.5, -1, 2e-3]}]},
+    {"dataframe_split": {"columns": ["z"], "data": [[[0.5, -1, 2e-3]]]}},
+])
+def test_named_requests_pass_unchanged(body):
+    raw = json.dumps(body).encode()
+    assert check_column_request(raw) is raw
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ({"dataframe_records": [{"digit": 2.5}]}, "digit must be a whole number 0-9, got 2.5"),
+    ({"dataframe_records": [{"digit": 7.0}]}, "digit must be a whole number 0-9, got 7.0"),
+    ({"dataframe_records": [{"digit": [7]}]}, "digit must be a whole number 0-9, got list"),
+    ({"dataframe_records": [{"digit": True}]}, "digit is a boolean"),
+    ({"dataframe_records": [{"digit": "x"}]}, "digit is a string"),
+    ({"dataframe_records": [{"digit": 1, "seed": 0.5}]}, "seed must be a whole number >= 0"),
+    ({"dataframe_records": [{"digit": 1, "colour": 3}]}, "unknown field 'colour'"),
+    ({"dataframe_records": [{"digit": 1, "seed": 2}, {"digit": 1}]}, "the same fields"),
+    ({"dataframe_records": [{"digit": 1, "z": [0, 0, 0]}]}, "not both in one request"),
+    ({"dataframe_records": [{"z": 0.5}]}, "must be one latent vector"),
+    ({"dataframe_split": {"columns": ["digit"], "data": [[1, 2]]}}, "rows of 1 values"),
+    ({"inputs": [0.5, 0.5, 0.5]}, "inputs must be a list of latent vectors"),
+    ({"inputs": {"digit": [2.5]}}, "digit must be a whole number 0-9"),
+])
+def test_bad_digit_records_are_a_400_naming_the_problem(body, message):
+    with pytest.raises(BadRequest) as err:
+        check_column_request(json.dumps(body).encode())
+    assert err.value.status == 400 and message in str(err.value)
+
+
 def test_other_content_types_are_a_415_and_other_paths_pass():
     app = _App()
     assert _call(RequestGate(app, 1000), [b"1,2,3"], {"Content-Type": "text/csv"})[0] == 415
@@ -175,6 +229,47 @@ def test_the_server_refuses_json_strings_and_booleans_without_echo(server):
         status, reply = server.post_json(body)
         assert status == 400, (what, status, reply)
         assert reply["message"] and str(MARKER) not in json.dumps(reply), (what, reply)
+
+
+@pytest.mark.slow
+def test_the_signature_shows_both_forms_and_the_server_takes_both(server, tiny_vae_file,
+                                                                    tmp_path_factory):
+    from mlflow.models import Model
+
+    signature = Model.load(str(server.model_dir / "MLmodel")).signature
+    inputs = {c["name"]: c for c in signature.inputs.to_dict()}
+    assert inputs == {"z": {"type": "array", "items": {"type": "double"}, "name": "z",
+                            "required": False},
+                      "digit": {"type": "long", "name": "digit", "required": False},
+                      "seed": {"type": "long", "name": "seed", "required": False}}
+    vae = load_vae(tiny_vae_file)
+    z = [[0.1, -0.2, 0.3], [1.0, 0.5, -2.0]]
+    expected = np.asarray(vae.decode(np.asarray(z, np.float32)))[..., 0]
+    for body in ({"inputs": z}, {"instances": z}, {"dataframe_split": {"data": z}},
+                 {"dataframe_records": [{"z": row} for row in z]},
+                 {"dataframe_split": {"columns": ["z"], "data": [[row] for row in z]}}):
+        status, reply = server.post_json(body)
+        assert status == 200, (body, reply)
+        np.testing.assert_allclose(reply["predictions"], expected, atol=1e-5)
+    seven = np.asarray(vae.sample(1, 3, digit=7))[0, ..., 0]
+    for body in ({"dataframe_records": [{"digit": 7, "seed": 3}]},
+                 {"dataframe_split": {"columns": ["digit", "seed"], "data": [[7, 3]]}}):
+        status, reply = server.post_json(body)
+        assert status == 200, (body, reply)
+        np.testing.assert_allclose(reply["predictions"][0], seven, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("record", "message"), [
+    ({"digit": 10}, "digit must be 0-9, got 10"), ({"digit": -1}, "digit must be 0-9, got -1"),
+    ({"digit": "x"}, "digit is a string"), ({"digit": 2.5}, "whole number 0-9, got 2.5"),
+    ({"digit": True}, "digit is a boolean"), ({"digit": 1, "seed": -2}, "seed must be"),
+    ({"digit": 1, "colour": 3}, "unknown field 'colour'"),
+])
+def test_a_bad_digit_record_is_a_400_and_the_server_keeps_serving(server, record, message):
+    status, reply = server.post_json({"dataframe_records": [{"seed": 0, **record}]})
+    assert status == 400 and message in reply.get("message", ""), (status, reply)
+    assert server.post_json({"dataframe_records": [{"digit": 4}]})[0] == 200
 
 
 @pytest.mark.slow

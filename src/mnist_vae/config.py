@@ -353,6 +353,7 @@ class EvaluateConfig:
     active_threshold: float = checked(0.01, positive)  # Burda et al.'s covariance criterion
     prior_samples: int = checked(10000, positive)  # N samples from the prior for sample quality
     digit_samples: int = checked(1000, positive)  # samples asked for each digit (p(z | digit))
+    style_images: int = checked(100, positive)  # test images of each digit redrawn as 0-9
     confidence: float = checked(0.9, probability)  # "recognisable" = top class prob >= this
 
 
@@ -365,6 +366,7 @@ class RenderConfig:
     gutter: int = checked(2, non_negative)  # pixels between tiles
     samples_grid: int = checked(10, positive)  # samples.png is grid x grid
     digit_columns: int = checked(10, positive)  # digits.png: this many draws of each digit 0-9
+    style_rows: int = checked(10, positive)  # styles.png: test images (digit r mod 10) redrawn
     reconstruction_rows: int = checked(10, positive)  # one row per digit class (cycling)
     reconstruction_pairs: int = checked(5, positive)  # original|reconstruction pairs per row
     interpolation_rows: int = checked(8, positive)

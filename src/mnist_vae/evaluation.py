@@ -38,6 +38,7 @@ from mnist_vae.inference import (
     to_numpy,
 )
 from mnist_vae.prior import LOG_2PI, GaussianMixture
+from mnist_vae.styles import restyle_codes
 
 NUM_CLASSES = 10
 
@@ -234,6 +235,54 @@ def digit_quality(model: Any, classifier: Any, test: Predictions, labels: np.nda
             "per_digit": per_digit}
 
 
+def ink(images: np.ndarray) -> np.ndarray:
+    """Ink mass per image (summed intensity): how thick and large the strokes are."""
+    return np.asarray(images, np.float64).reshape(len(images), -1).sum(axis=1)
+
+
+def style_quality(model: Any, classifier: Any, x: np.ndarray, labels: np.ndarray,
+                  cfg: EvaluateConfig, temperature: float | None = None) -> dict[str, Any]:
+    """How well `styles.restyle` redraws test images as other digits, in their own style.
+
+    agreement: the fraction of the first `style_images` test images of each other digit,
+    redrawn as d, that the classifier reads as d. ink_correlation: over every pair of a source
+    digit c and a target d != c, the correlation between the ink of c's images and of their
+    redrawings as d, averaged (thick strokes should stay thick: 0 for a fresh drawing of d);
+    ink_correlation_reconstruction: the same for the plain reconstructions (the decoder's
+    ceiling). `temperature`: restyle_codes's (default: the model's).
+    """
+    idx = np.concatenate([np.flatnonzero(labels == d)[:cfg.style_images]
+                          for d in range(NUM_CLASSES)])
+    x, labels = x[idx], labels[idx]
+    codes, _ = encode(model, x, cfg.batch_size)
+    source_ink = ink(x)
+    mine = [labels == c for c in range(NUM_CLASSES)]
+    reconstruction_ink = ink(decode_means(model, codes, cfg.batch_size))
+    per_digit, correlations = {}, []
+    for digit in range(NUM_CLASSES):
+        redrawn = decode_means(model, restyle_codes(model, codes, labels, digit, temperature),
+                               cfg.batch_size)
+        others = labels != digit
+        read = np.argmax(classifier_predict(classifier, redrawn[others]).probs, axis=1)
+        per_digit[str(digit)] = float(np.mean(read == digit))
+        redrawn_ink = ink(redrawn)
+        correlations += [_correlation(source_ink[m], redrawn_ink[m])
+                         for c, m in enumerate(mine) if c != digit]
+    return {"agreement": float(np.mean(list(per_digit.values()))),
+            "agreement_min": min(per_digit.values()),
+            "ink_correlation": float(np.mean(correlations)),
+            "ink_correlation_reconstruction": float(np.mean(
+                [_correlation(source_ink[m], reconstruction_ink[m]) for m in mine])),
+            "per_digit": per_digit}
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation; 0 when either side does not vary (nothing to keep)."""
+    if len(a) < 2 or np.std(a) == 0 or np.std(b) == 0:
+        return 0.0
+    return float(np.corrcoef(a, b)[0, 1])
+
+
 def sample_quality(
     samples: Predictions, test: Predictions, confidence: float, seed: int
 ) -> dict[str, Any]:
@@ -379,6 +428,9 @@ def evaluate(
         t = time.perf_counter()
         digits = digit_quality(model, classifier, test_predictions, labels, cfg)
         seconds["digits"] = time.perf_counter() - t
+        t = time.perf_counter()
+        digits["styles"] = style_quality(model, classifier, grey, labels, cfg)
+        seconds["styles"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - start
     prior = prior_of(model)
     meta = {
@@ -391,6 +443,7 @@ def evaluate(
         "iwae_images": int(len(iwae_subset(len(grey), cfg.iwae_images, cfg.seed))),
         "prior_samples": cfg.prior_samples,
         "digit_samples": cfg.digit_samples if digits else 0,
+        "style_images": cfg.style_images if digits else 0,
         "gaussian_nll_constant": gaussian_nll_constant(int(np.prod(grey.shape[1:]))),
         "seconds": {k: round(v, 2) for k, v in seconds.items()},
     }

@@ -4,9 +4,10 @@ One MLflow model per trained VAE, loadable two ways:
 - the Keras flavour (`data/model.keras`, MLflow's own Keras integration): the VAE itself,
   through `load("champion")` (or `mlflow.keras.load_model` after `import mnist_vae.model`);
 - a `python_function` flavour whose loader is this module: a digit generator that
-  `mlflow models serve` exposes. Input: latent vectors, float32 [N, latent_dim], or (models
-  with p(z | digit)) records {"digit": 0-9, "seed": n >= 0}, one image each; output: pixel
-  intensities in [0, 1], float32 [N, 28, 28]. The package travels in `code/`, so a fresh
+  `mlflow models serve` exposes. Input: latent vectors, float32 [N, latent_dim]; a model with
+  p(z | digit) declares the columns `z` (one latent vector a row) or `digit` and `seed`
+  (records {"digit": 0-9, "seed": n >= 0}, one image each); output: pixel intensities in
+  [0, 1], float32 [N, 28, 28]. The package travels in `code/`, so a fresh
   process (the scoring server) can import it.
 
 Every evaluated model becomes a new version of `tracking.registered_model` with alias
@@ -36,7 +37,7 @@ from mlflow.models.model import MLMODEL_FILE_NAME, ModelInfo
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import scoring_server
 from mlflow.tracking import MlflowClient
-from mlflow.types.schema import Schema, TensorSpec
+from mlflow.types.schema import Array, ColSpec, DataType, Schema, TensorSpec
 
 from mnist_vae import serving, tracking_store
 from mnist_vae.config import Params, TrackingConfig, to_flat_dict
@@ -68,12 +69,15 @@ class ChampionUnreadable(RegistryError):
 
 def generator_signature(latent_dim: int, draws_digits: bool = False) -> ModelSignature:
     """Latent vectors [N, latent_dim] in, images [N, 28, 28] in [0, 1] out. A model that also
-    takes digit records declares no input schema: MLflow's schemas have no "either" (a tensor
-    schema refuses the records, a column schema drops unnamed latent columns), so the
-    generator checks both forms itself."""
-    inputs = None if draws_digits else Schema([TensorSpec(np.dtype(np.float32), (-1, latent_dim))])
-    return ModelSignature(inputs=inputs,
-                          outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 28, 28))]))
+    draws chosen digits takes optional columns, so the MLflow UI shows both request forms: `z`
+    (a latent vector; doubles, since MLflow will not narrow JSON's float64 to float32) or
+    `digit` and `seed` (longs). The generator and the serving gate check which form came."""
+    image = Schema([TensorSpec(np.dtype(np.float32), (-1, 28, 28))])
+    if not draws_digits:
+        return ModelSignature(Schema([TensorSpec(np.dtype(np.float32), (-1, latent_dim))]), image)
+    return ModelSignature(Schema([ColSpec(Array(DataType.double), serving.LATENT, required=False),
+                                  *(ColSpec(DataType.long, name, required=False)
+                                    for name in serving.WHOLE)]), image)
 
 
 def pip_requirements() -> list[str]:
@@ -112,7 +116,10 @@ def _load_pyfunc(data_path: str, model_config: dict[str, Any] | None = None) -> 
     max_rows = int((model_config or {}).get("max_rows", TrackingConfig().serve_max_rows))
     generator = DigitGenerator(load_vae(Path(data_path) / KERAS_FILE), max_rows)
     if os.environ.get(scoring_server._SERVER_MODEL_PATH):  # inside `mlflow models serve`
-        serving.install_request_gate(serving.max_body_bytes(max_rows, generator.vae.latent_dim))
+        check = (serving.check_column_request if generator.vae.draws_digits
+                 else serving.check_json_numbers)
+        serving.install_request_gate(serving.max_body_bytes(max_rows, generator.vae.latent_dim),
+                                     check)
     return generator
 
 
@@ -129,8 +136,9 @@ class DigitGenerator:
             input_signature=[tf.TensorSpec([None, vae.latent_dim], tf.float32)])
 
     def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> np.ndarray:
-        """float32 [N, latent_dim], or records {"digit", "seed"}, -> float32 [N, 28, 28]
-        pixel intensities in [0, 1]; record i is `vae.sample(1, seed_i, digit=digit_i)`."""
+        """float32 [N, latent_dim] (or a `z` column of them), or records {"digit", "seed"},
+        -> float32 [N, 28, 28] pixel intensities in [0, 1]; record i is
+        `vae.sample(1, seed_i, digit=digit_i)`."""
         records = self._digit_records(model_input)
         if records is not None:
             return np.concatenate([np.asarray(self.vae.sample(1, seed, digit=digit))
@@ -147,6 +155,9 @@ class DigitGenerator:
         if not self.vae.draws_digits:
             _bad("this model cannot draw a chosen digit (no p(z | digit)); send latent vectors")
         extra = sorted(set(map(str, model_input.columns)) - {"digit", "seed"})
+        if extra == [serving.LATENT]:
+            _bad(f"send latent vectors ({serving.LATENT}) or digit records (digit, seed), not "
+                 f"both in one request")
         if extra:
             _bad(f"digit records take the fields digit and seed only; got also {extra}")
         if not 1 <= len(model_input) <= self.max_rows:
@@ -166,6 +177,8 @@ class DigitGenerator:
         return records
 
     def _checked(self, model_input: Any) -> np.ndarray:
+        if hasattr(model_input, "columns") and self.vae.draws_digits:
+            model_input = self._latent_column(model_input)
         if hasattr(model_input, "to_numpy"):  # a DataFrame: one column per latent dimension
             model_input = model_input.to_numpy()
         if isinstance(model_input, dict) and len(model_input) == 1:  # {"inputs": {"z": ...}}
@@ -187,6 +200,14 @@ class DigitGenerator:
         if not np.isfinite(z).all():
             _bad("inputs must be finite numbers (no NaN or infinity)")
         return z
+
+    def _latent_column(self, frame: pd.DataFrame) -> list[Any]:
+        """The rows of the `z` column of a frame checked against the column signature."""
+        if list(map(str, frame.columns)) != [serving.LATENT]:
+            _bad(f"send latent vectors as the column {serving.LATENT} (one vector a row, e.g. "
+                 f"pd.DataFrame({{'{serving.LATENT}': list(vectors)}})) or digit records "
+                 f"(digit, seed)")
+        return [np.asarray(v).tolist() for v in frame[serving.LATENT]]
 
 
 def _bad(message: str) -> NoReturn:

@@ -20,6 +20,7 @@ from mnist_vae.config import RenderConfig
 from mnist_vae.files import atomic_path
 from mnist_vae.inference import decode_means, encode, prior_of
 from mnist_vae.progress import progress as progress_bar
+from mnist_vae.styles import style_sheet
 
 BACKGROUND = 64  # grey: tiles are black-backed digits, gutters must still show
 LABEL_COLOUR = 235
@@ -115,6 +116,19 @@ def digits_grid(model: Any, cfg: RenderConfig) -> Image.Image:
         for digit in range(10)]
     return compose(np.stack(rows)[..., 0], cfg.scale, cfg.gutter,
                    row_labels=[str(d) for d in range(10)])
+
+
+def styles_grid(model: Any, x: np.ndarray, labels: np.ndarray, cfg: RenderConfig) -> Image.Image:
+    """One row per test image (the first `style_rows` of digits 0, 1, ..., cycling): the
+    image, a gap, then it redrawn as 0-9 in its own style (`styles.restyle`)."""
+    picked = [np.flatnonzero(labels == r % 10)[r // 10:r // 10 + 1] for r in range(cfg.style_rows)]
+    if any(len(p) == 0 for p in picked):
+        raise RenderError(f"too few test images for {cfg.style_rows} style rows; lower "
+                          f"render.style_rows or raise data.test_limit")
+    idx = np.concatenate(picked)
+    tiles = style_sheet(model, x[idx], labels[idx], batch_size=len(idx))
+    return compose(tiles[..., 0], cfg.scale, cfg.gutter, gap_after=[0],
+                   row_labels=[f"{labels[i]}" for i in idx])
 
 
 def sheet(images: np.ndarray, scale: int, gutter: int) -> Image.Image:
@@ -253,6 +267,7 @@ def render_all(model: Any, x_test: np.ndarray, y_test: np.ndarray,
     }
     if getattr(model, "draws_digits", False):
         pictures["digits"] = lambda: digits_grid(model, cfg)
+        pictures["styles"] = lambda: styles_grid(model, x_test, y_test, cfg)
     written = {}
     for name, draw in progress_bar(pictures.items(), desc="render", total=len(pictures),
                                    unit="picture"):

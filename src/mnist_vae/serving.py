@@ -7,6 +7,12 @@ body-size setting. `RequestGate`, an ASGI layer in front of the scoring app, ans
 MLflow sees the request: 413 from the Content-Length header (or once a chunked body passes
 the limit), 400 for a body that is not JSON or holds anything but numbers where the latent
 vectors go, 415 for a body that is not JSON. Its messages never repeat the request.
+
+A model that also draws chosen digits declares the columns `z` (a latent vector per row),
+`digit` and `seed` (optional each). MLflow casts 2.5 to the digit 2 and drops unknown fields
+with a warning, and cannot read unnamed vectors against that schema, so its gate also checks
+digit records (whole numbers, known fields, the same fields in every record) and hands
+`{"inputs": [[...], ...]}` on as the `z` column (`check_column_request`).
 """
 
 from __future__ import annotations
@@ -22,6 +28,9 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 DATA_KEYS = ("inputs", "instances", "dataframe_records")  # their every value must be a number
+LATENT = "z"  # a digit-drawing model's column of latent vectors
+WHOLE = ("digit", "seed")  # its digit-record fields: JSON whole numbers only
+COLUMNS = (LATENT, *WHOLE)
 BYTES_PER_NUMBER = 64  # room for `-1.2345678901234567e-05, ` with indentation
 BODY_OVERHEAD = 64 * 1024  # keys, brackets, whitespace, dataframe column names
 _GATE_MARK = "_mnist_vae_request_gate"
@@ -40,8 +49,90 @@ def max_body_bytes(max_rows: int, width: int) -> int:
     return max_rows * width * BYTES_PER_NUMBER + BODY_OVERHEAD
 
 
-def check_json_numbers(body: bytes) -> None:
-    """Raise BadRequest(400) unless `body` is a JSON object whose data holds only numbers."""
+def check_json_numbers(body: bytes) -> bytes:
+    """`body` itself; BadRequest(400) unless it is a JSON object whose data holds only numbers."""
+    _numbers_only(body)
+    return body
+
+
+def check_column_request(body: bytes) -> bytes:
+    """The body for a model whose signature is the columns z, digit, seed: unnamed latent
+    vectors become the `z` column; digit records must hold whole numbers and known fields;
+    BadRequest(400) otherwise."""
+    request = _numbers_only(body)
+    rows = _unnamed_vectors(request)
+    if rows is not None:
+        return json.dumps({"dataframe_split": {"columns": [LATENT],
+                                               "data": [[row] for row in rows]}}).encode()
+    records = _records(request)
+    if records is None:
+        return body
+    fields = None
+    for path, record in records:
+        for name, value in record.items():
+            _check_field(f"{path}.{name}", name, value)
+        if fields is not None and set(record) != fields:
+            raise BadRequest(400, f"every record needs the same fields; {path} has "
+                                  f"{sorted(record)}, the first {sorted(fields)}")
+        fields = set(record)
+    if fields and LATENT in fields and fields & set(WHOLE):
+        raise BadRequest(400, f"send latent vectors ({LATENT}) or digit records "
+                              f"({', '.join(WHOLE)}), not both in one request")
+    return body
+
+
+def _unnamed_vectors(request: dict) -> list | None:
+    """The rows of `{"inputs" | "instances": [[...], ...]}` or a dataframe_split without
+    columns (latent vectors without a column name), else None."""
+    for key in ("inputs", "instances"):
+        value = request.get(key)
+        if isinstance(value, list) and not any(isinstance(v, dict) for v in value):
+            if not value or not all(isinstance(v, list) for v in value):
+                raise BadRequest(400, f"{key} must be a list of latent vectors, each a list of "
+                                      f"numbers")
+            return value
+    split = request.get("dataframe_split")
+    if isinstance(split, dict) and "columns" not in split and isinstance(split.get("data"), list):
+        return split["data"]
+    return None
+
+
+def _records(request: dict) -> list[tuple[str, dict]] | None:
+    """(path, {field: value}) of every record in the request's named forms, else None."""
+    for key in ("dataframe_records", "instances"):
+        value = request.get(key)
+        if isinstance(value, list) and all(isinstance(v, dict) for v in value):
+            return [(f"{key}[{i}]", v) for i, v in enumerate(value)]
+    split = request.get("dataframe_split")
+    if isinstance(split, dict) and isinstance(split.get("columns"), list):
+        columns, data = split["columns"], split.get("data")
+        if not isinstance(data, list) or not all(
+                isinstance(row, list) and len(row) == len(columns) for row in data):
+            raise BadRequest(400, f"dataframe_split.data must hold rows of {len(columns)} "
+                                  f"values, one per column")
+        return [(f"dataframe_split.data[{i}]", dict(zip(map(str, columns), row, strict=True)))
+                for i, row in enumerate(data)]
+    inputs = request.get("inputs")
+    if isinstance(inputs, dict):
+        return [("inputs", inputs)]
+    return None
+
+
+def _check_field(path: str, name: str, value: Any) -> None:
+    if name not in COLUMNS:
+        raise BadRequest(400, f"unknown field {name!r} at {path}: send latent vectors "
+                              f"({LATENT}) or digit records ({', '.join(WHOLE)})")
+    if name == LATENT and not (isinstance(value, list)
+                               and all(not isinstance(v, (list, dict)) for v in value)):
+        raise BadRequest(400, f"{path} must be one latent vector, a list of numbers")
+    if name in WHOLE and not isinstance(value, int):
+        rule = "a whole number 0-9" if name == "digit" else "a whole number >= 0"
+        shown = value if isinstance(value, float) else type(value).__name__
+        raise BadRequest(400, f"{name} must be {rule}, got {shown} (at {path})")
+
+
+def _numbers_only(body: bytes) -> dict:
+    """The parsed request; BadRequest(400) unless a JSON object whose data holds only numbers."""
     try:
         request = json.loads(body, parse_constant=_refuse_constant)
     except BadRequest:
@@ -61,6 +152,7 @@ def check_json_numbers(body: bytes) -> None:
     split = request.get("dataframe_split")
     if isinstance(split, dict) and "data" in split:
         _only_numbers(split["data"], "dataframe_split.data")
+    return request
 
 
 def _refuse_constant(name: str) -> float:
@@ -93,7 +185,7 @@ class RequestGate:
     """ASGI middleware: POST /invocations must be JSON, at most `max_bytes`, numbers only."""
 
     def __init__(self, app: ASGIApp, max_bytes: int,
-                 check: Callable[[bytes], None] = check_json_numbers):
+                 check: Callable[[bytes], bytes] = check_json_numbers):
         self.app = app
         self.max_bytes = max_bytes
         self.check = check
@@ -104,11 +196,15 @@ class RequestGate:
             return
         try:
             body = await self._read(scope, receive)
-            self.check(body)
+            checked = self.check(body)
         except BadRequest as err:
             await _reply(send, err.status, str(err))
             return
-        await self.app(scope, _replay(body, receive), _without_echo(send))
+        if checked is not body:  # rewritten: the header must announce the new length
+            scope = {**scope, "headers": [
+                *((k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-length"),
+                (b"content-length", str(len(checked)).encode())]}
+        await self.app(scope, _replay(checked, receive), _without_echo(send))
 
     async def _read(self, scope: Scope, receive: Receive) -> bytes:
         """The whole body, refusing before reading when the header announces too much."""
@@ -139,8 +235,9 @@ class RequestGate:
                                   f"this model takes; send fewer latent vectors per request")
 
 
-ECHO_PREFIX = "Failed to predict data '"  # MLflow's wrapper of a model's error repeats the input
-ECHO_SPLIT = "\nError: "
+# MLflow's wrappers of a model's error, or of a schema check, repeat the input before the error
+ECHOES = (("Failed to predict data '", "\nError: "), ("Failed to enforce schema of data '",
+                                                      "'. Error: "))
 
 
 def _without_echo(send: Send) -> Send:
@@ -175,11 +272,11 @@ def _drop_echo(body: bytes) -> bytes:
     except ValueError:
         return body
     message = reply.get("message") if isinstance(reply, dict) else None
-    if not (isinstance(message, str) and message.startswith(ECHO_PREFIX)
-            and ECHO_SPLIT in message):
-        return body
-    reply["message"] = message.split(ECHO_SPLIT, 1)[1]
-    return json.dumps(reply).encode()
+    for prefix, split in ECHOES:
+        if isinstance(message, str) and message.startswith(prefix) and split in message:
+            reply["message"] = message.split(split, 1)[1]
+            return json.dumps(reply).encode()
+    return body
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
@@ -207,7 +304,8 @@ async def _reply(send: Send, status: int, message: str) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
-def install_request_gate(max_bytes: int) -> None:
+def install_request_gate(max_bytes: int,
+                         check: Callable[[bytes], bytes] = check_json_numbers) -> None:
     """Put `RequestGate` in front of every FastAPI app this process builds afterwards.
 
     The scoring server builds its app right after loading the model and gives the model no
@@ -221,7 +319,7 @@ def install_request_gate(max_bytes: int) -> None:
         return
 
     def gated(app: FastAPI) -> ASGIApp:
-        return RequestGate(build(app), max_bytes)
+        return RequestGate(build(app), max_bytes, check)
 
     setattr(gated, _GATE_MARK, True)
     FastAPI.build_middleware_stack = gated
