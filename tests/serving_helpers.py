@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import os
-import signal
 import subprocess
 import time
 from collections.abc import Iterable
@@ -16,6 +14,7 @@ import psutil
 
 from helpers import unused_port
 from mlflow_helpers import VENV_BIN, subprocess_env
+from servers import stop
 
 
 class ModelServer:
@@ -77,10 +76,4 @@ class ModelServer:
         return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=20)
+        stop(self.proc)
