@@ -291,10 +291,11 @@ def train(splits: Splits, data_cfg: DataConfig, model_cfg: ModelConfig, cfg: Tra
 
 
 class StepTimer:
-    """CPU seconds per image of a few training steps in a given precision (for `auto`).
+    """Wall seconds per image of a few training steps in a given precision (for `auto`).
 
-    One throwaway model per precision, built on first use and kept, so interleaved rounds
-    time steps, not tracing.
+    Wall time, not CPU time: bf16 kernels may use the cores differently, and waiting is what
+    a budget pays for. One throwaway model per precision, built on first use and kept, so
+    interleaved rounds time steps, not tracing.
     """
 
     def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig):
@@ -309,10 +310,10 @@ class StepTimer:
             for _ in range(3):  # traces, then warms oneDNN's kernel caches
                 self.models[compute].train_on_batch(self.images)
         model = self.models[compute]
-        started = time.process_time()
+        started = time.perf_counter()
         for _ in range(precision.MEASURE_STEPS):
             model.train_on_batch(self.images)
-        return (time.process_time() - started) / (precision.MEASURE_STEPS * self.cfg.batch_size)
+        return (time.perf_counter() - started) / (precision.MEASURE_STEPS * self.cfg.batch_size)
 
 
 def keras_logs(record: dict[str, float]) -> dict[str, float]:
