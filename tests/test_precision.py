@@ -1,4 +1,4 @@
-"""Resolving train.precision: the CPU's native bf16, the timed verdict of `auto`, kept per machine."""
+"""Resolving train.precision: native bf16, the timed verdict of `auto`, kept per machine."""
 
 import json
 

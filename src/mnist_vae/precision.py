@@ -107,6 +107,6 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def speed_settings(model_cfg: Any, train_cfg: Any) -> dict[str, Any]:
-    """What changes the speed ratio of the two precisions: the model, the batch, XLA, determinism."""
+    """What changes the two precisions' speed ratio: model, batch size, XLA, determinism."""
     return {"model": dataclasses.asdict(model_cfg), "batch_size": train_cfg.batch_size,
             "jit_compile": train_cfg.jit_compile, "deterministic": train_cfg.deterministic}
