@@ -300,20 +300,21 @@ class StepTimer:
 
     def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig):
         self.model_cfg, self.cfg = model_cfg, dataclasses.replace(cfg, lr_schedule="constant")
-        self.images = np.random.default_rng(cfg.seed).random(
-            (cfg.batch_size, *IMAGE_SHAPE), "float32")
+        images = np.random.default_rng(cfg.seed).random((cfg.batch_size, *IMAGE_SHAPE), "float32")
+        self.batches = tf.data.Dataset.from_tensors(images).repeat()
         self.models: dict[str, VAE] = {}
 
     def __call__(self, compute: str) -> float:
         if compute not in self.models:
             self.models[compute] = compiled_vae(self.model_cfg, self.cfg, 1, compute)
-            for _ in range(3):  # traces, then warms oneDNN's kernel caches
-                self.models[compute].train_on_batch(self.images)
-        model = self.models[compute]
+            self._steps(compute, 3)  # traces, then warms oneDNN's kernel caches
         started = time.perf_counter()
-        for _ in range(precision.MEASURE_STEPS):
-            model.train_on_batch(self.images)
+        self._steps(compute, precision.MEASURE_STEPS)
         return (time.perf_counter() - started) / (precision.MEASURE_STEPS * self.cfg.batch_size)
+
+    def _steps(self, compute: str, steps: int) -> None:
+        self.models[compute].fit(self.batches, epochs=1, steps_per_epoch=steps, shuffle=False,
+                                 verbose=0)
 
 
 def keras_logs(record: dict[str, float]) -> dict[str, float]:
