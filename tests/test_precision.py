@@ -42,8 +42,10 @@ def test_auto_picks_float32_without_timing_on_a_cpu_without_native_bf16(tmp_path
     assert chosen["used"] == "float32" and "no native bf16" in chosen["reason"]
 
 
-@pytest.mark.parametrize(("bf16_seconds", "used"), [(0.5, "mixed_bfloat16"),
-                                                    (0.95, "float32"), (1.3, "float32")])
+@pytest.mark.parametrize(("bf16_seconds", "used"), [
+    (0.5, "mixed_bfloat16"),  # 2x: what AMX promises
+    (0.85, "float32"),  # 1.18x: about what this AMD EPYC measured, within timing noise
+    (0.95, "float32"), (1.3, "float32")])
 def test_auto_picks_bf16_only_when_it_measured_clearly_faster(tmp_path, bf16_seconds, used):
     measure, calls = _timings(1.0, bf16_seconds)
     chosen = precision.resolve("auto", tmp_path, SETTINGS, measure,

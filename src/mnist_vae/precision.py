@@ -23,10 +23,12 @@ from typing import Any
 from mnist_vae.files import atomic_path
 
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
-SPEEDUP_NEEDED = 1.15  # bf16 must beat float32 by this much: below it, timing noise could flip it
+# bf16 must beat float32 by this much: below it the verdict could flip with timing noise (this
+# AMD EPYC measured 1.07x-1.15x), and bf16's cost in nats at equal epochs is not bought back
+SPEEDUP_NEEDED = 1.25
 VERDICT_FILE = "precision.json"
-MEASURE_ROUNDS = 3  # interleaved rounds of each precision, so load hits both; medians compared
-MEASURE_STEPS = 20  # timed training steps per round, after a warm-up
+MEASURE_ROUNDS = 5  # interleaved rounds of each precision, so load hits both; medians compared
+MEASURE_STEPS = 40  # timed training steps per round, after a warm-up
 
 
 def cpu_facts(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, Any]:
@@ -69,10 +71,11 @@ def decide(cpu: dict[str, Any], measure: Measure) -> dict[str, Any]:
     faster = speedup >= SPEEDUP_NEEDED
     return {
         "used": "mixed_bfloat16" if faster else "float32",
-        "reason": (f"bf16 measured {speedup:.2f}x float32's training speed (images/s); "
+        "reason": (f"bf16 measured {speedup:.2f}x float32's training speed (CPU time per "
+                   f"image); "
                    f"{'at least' if faster else 'below'} the {SPEEDUP_NEEDED}x needed"),
         "speedup": round(speedup, 3),
-        "ms_per_image": {p: [round(1000 * t, 4) for t in ts] for p, ts in rounds.items()},
+        "cpu_ms_per_image": {p: [round(1000 * t, 4) for t in ts] for p, ts in rounds.items()},
     }
 
 

@@ -291,11 +291,12 @@ def train(splits: Splits, data_cfg: DataConfig, model_cfg: ModelConfig, cfg: Tra
 
 
 class StepTimer:
-    """Wall seconds per image of a few training steps in a given precision (for `auto`).
+    """CPU seconds per image of a few training steps in a given precision (for `auto`).
 
-    Wall time, not CPU time: bf16 kernels may use the cores differently, and waiting is what
-    a budget pays for. One throwaway model per precision, built on first use and kept, so
-    interleaved rounds time steps, not tracing.
+    CPU time, not wall time: on a shared machine other processes stretch wall time by half or
+    double from one round to the next (seen here), and CPU time hardly; both precisions run
+    the same thread pools. One throwaway model per precision, built on first use and kept,
+    so interleaved rounds time steps, not tracing.
     """
 
     def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig):
@@ -308,9 +309,9 @@ class StepTimer:
         if compute not in self.models:
             self.models[compute] = compiled_vae(self.model_cfg, self.cfg, 1, compute)
             self._steps(compute, 3)  # traces, then warms oneDNN's kernel caches
-        started = time.perf_counter()
+        started = time.process_time()
         self._steps(compute, precision.MEASURE_STEPS)
-        return (time.perf_counter() - started) / (precision.MEASURE_STEPS * self.cfg.batch_size)
+        return (time.process_time() - started) / (precision.MEASURE_STEPS * self.cfg.batch_size)
 
     def _steps(self, compute: str, steps: int) -> None:
         self.models[compute].fit(self.batches, epochs=1, steps_per_epoch=steps, shuffle=False,
