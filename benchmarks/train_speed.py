@@ -1,7 +1,7 @@
 """Training speed of the VAE under speed settings, side by side, and its quality at equal epochs.
 
     python benchmarks/train_speed.py [--config configs/x.yaml ...] [--settings det,bf16]
-                                     [--rounds 3] [--steps 60]
+                                     [--rounds 3] [--steps 60]   (--rounds 0: no speed runs)
                                      [--quality-epochs 5 [--quality-config configs/ci.yaml]]
                                      [--report benchmarks/results/DATE-train-speed.md]
 
@@ -124,6 +124,25 @@ def _child(args, key: list, kind: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _speed_table(speed: dict, settings: list[str], args) -> list[str]:
+    """Medians of the speed rounds and their ratios against the first setting."""
+    base_setting = settings[0]
+    lines = [f"Speed: medians of {args.rounds} interleaved rounds, {args.steps} timed steps "
+             f"after a traced warm-up epoch, on {speed[(None, base_setting)][0]['data']}; "
+             f"ratios against `{base_setting}` (> 1: faster).", "",
+             "| config | setting | images/s | CPU ms/image | images/s ratio | CPU time ratio |",
+             "|---|---|---|---|---|---|"]
+    for (config, setting), values in speed.items():
+        rate = statistics.median(v["images_per_s"] for v in values)
+        cpu = statistics.median(v["cpu_ms_per_image"] for v in values)
+        base = speed[(config, base_setting)]
+        base_rate = statistics.median(v["images_per_s"] for v in base)
+        base_cpu = statistics.median(v["cpu_ms_per_image"] for v in base)
+        lines.append(f"| {config or 'params.yaml'} | {setting} | {rate:.0f} | {cpu:.3f} | "
+                     f"{rate / base_rate:.2f} | {base_cpu / cpu:.2f} |")
+    return lines
+
+
 def _machine() -> str:
     from mnist_vae.precision import cpu_facts
 
@@ -171,19 +190,8 @@ def main() -> int:
                   f"{last['images_per_s']:.0f} images/s, {last['cpu_ms_per_image']:.3f} CPU "
                   f"ms/image", file=sys.stderr, flush=True)
     base_setting = settings[0]
-    lines += [f"Speed: medians of {args.rounds} interleaved rounds, {args.steps} timed steps "
-              f"after a traced warm-up epoch, on {speed[(None, base_setting)][0]['data']}; "
-              f"ratios against `{base_setting}` (> 1: faster).", "",
-              "| config | setting | images/s | CPU ms/image | images/s ratio | CPU time ratio |",
-              "|---|---|---|---|---|---|"]
-    for (config, setting), values in speed.items():
-        rate = statistics.median(v["images_per_s"] for v in values)
-        cpu = statistics.median(v["cpu_ms_per_image"] for v in values)
-        base = speed[(config, base_setting)]
-        base_rate = statistics.median(v["images_per_s"] for v in base)
-        base_cpu = statistics.median(v["cpu_ms_per_image"] for v in base)
-        lines.append(f"| {config or 'params.yaml'} | {setting} | {rate:.0f} | {cpu:.3f} | "
-                     f"{rate / base_rate:.2f} | {base_cpu / cpu:.2f} |")
+    if args.rounds:
+        lines += _speed_table(speed, settings, args)
     if args.quality_epochs:
         results = {}
         for setting in settings:
