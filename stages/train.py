@@ -64,7 +64,8 @@ def main() -> int:
     fitted = (f"{prior['components']}-component mixture prior fitted in {prior['seconds']:.0f} s"
               if prior["kind"] == "mixture" else "N(0, I) prior")
     print(f"train: best epoch {facts['best_epoch']} of {facts['epochs_run']}, "
-          f"val loss {facts['best_val_loss']:.2f} nats, {facts['images_per_s']:.0f} images/s, "
+          f"val loss {facts['best_val_loss']:.2f} nats, {facts['images_per_s']:.0f} images/s "
+          f"in {facts['precision']}, "
           f"{fitted}, {facts['stage_wall_time_s']:.0f} s; MLflow run {run.run_id}")
     return 0
 

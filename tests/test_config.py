@@ -416,3 +416,22 @@ def _has_ambiguous(value) -> bool:
     if isinstance(value, list):
         return any(_has_ambiguous(v) for v in value)
     return isinstance(value, _Ambiguous)
+
+
+@pytest.mark.parametrize(("train", "message"), [
+    ({"precision": "bfloat16"}, "train.precision: must be one of 'float32', 'mixed_bfloat16', "
+                                "'auto', got 'bfloat16'"),
+    ({"time_budget_s": 0}, "train.time_budget_s: must be > 0, or null for off, got 0"),
+    ({"time_budget_s": "10 min"}, "train.time_budget_s: must be a number or null"),
+    ({"precision": "auto", "distribute": "mirrored"}, "train.precision: auto times each machine"),
+])
+def test_precision_and_time_budget_are_refused_naming_the_key(train, message):
+    with pytest.raises(ConfigError) as err:
+        parse_params({"train": train})
+    assert str(err.value).startswith(message)
+
+
+def test_precision_and_time_budget_accept_their_values():
+    train = parse_params({"train": {"precision": "mixed_bfloat16", "time_budget_s": 600}}).train
+    assert train.precision == "mixed_bfloat16" and train.time_budget_s == 600.0
+    assert parse_params({"train": {"time_budget_s": None}}).train.time_budget_s is None

@@ -374,3 +374,131 @@ def test_the_digit_prior_can_be_fitted_to_the_encoders_means(tmp_path):
     means = np.asarray(result.model.encode(splits.x_train)[0], np.float64)
     np.testing.assert_allclose(result.model.prior_distribution(6).means[0],
                                means[splits.y_train == 6].mean(axis=0), rtol=1e-5)
+
+
+# --- precision -----------------------------------------------------------------------------
+
+def test_mixed_bfloat16_training_is_deterministic_and_saves_a_float32_model(tmp_path):
+    from mnist_vae.model import load_vae
+    from mnist_vae.training import save_model
+
+    cfg = dataclasses.replace(TINY_TRAIN, epochs=2, precision="mixed_bfloat16")
+    runs = [train(_splits(), TINY_DATA, TINY_MODEL, cfg, tmp_path / f"ckpt{i}", verbose=0)
+            for i in range(2)]
+    assert runs[0].history == runs[1].history
+    for a, b in zip(runs[0].model.get_weights(), runs[1].model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    float32 = train(_splits(), TINY_DATA, TINY_MODEL, dataclasses.replace(cfg, precision="float32"),
+                    tmp_path / "ckpt-f32", verbose=0)
+    assert float32.history != runs[0].history  # bf16 really computed something else
+    assert runs[0].facts["precision"] == "mixed_bfloat16"
+    save_model(runs[0].model, tmp_path / "vae.keras")
+    loaded = load_vae(tmp_path / "vae.keras")
+    assert {layer.dtype_policy.name for layer in loaded.encoder.layers + loaded.decoder.layers
+            } == {"float32"}
+    decoded = loaded.decode(np.zeros((3, TINY_MODEL.latent_dim), "float32"))
+    assert decoded.dtype == "float32"
+    np.testing.assert_allclose(np.asarray(decoded), np.asarray(runs[0].model.decode(
+        np.zeros((3, TINY_MODEL.latent_dim), "float32"))))
+
+
+def test_auto_times_both_precisions_then_trains_exactly_as_the_precision_it_picked(tmp_path):
+    cfg = dataclasses.replace(TINY_TRAIN, epochs=2, precision="auto")
+    picked = train(_splits(), TINY_DATA, TINY_MODEL, cfg, tmp_path / "a" / "ckpt", verbose=0)
+    choice = picked.facts["precision_choice"]
+    assert choice["asked"] == "auto" and choice["used"] == picked.facts["precision"]
+    assert (tmp_path / "a" / "precision.json").is_file()
+    explicit = train(_splits(), TINY_DATA, TINY_MODEL,
+                     dataclasses.replace(cfg, precision=choice["used"]),
+                     tmp_path / "b" / "ckpt", verbose=0)
+    assert picked.history == explicit.history  # timing the candidates left no trace
+    again = train(_splits(), TINY_DATA, TINY_MODEL, cfg, tmp_path / "a" / "ckpt", verbose=0)
+    assert again.facts["precision_choice"]["source"].endswith("(measured earlier)")
+    assert again.history == picked.history
+
+
+# --- the time budget ------------------------------------------------------------------------
+
+class TenSecondTicks:
+    """A clock for training.py whose every perf_counter() reading is 10 s after the last."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self):
+        self.now += 10.0
+        return self.now
+
+    def process_time(self):
+        return time.process_time()
+
+
+def test_plan_epochs_fits_the_budget_at_the_first_epochs_pace():
+    from mnist_vae.training import plan_epochs
+
+    assert plan_epochs(20, 600.0, 17.0) == 20  # this machine: today's epochs
+    assert plan_epochs(20, 600.0, 37.0) == 16  # a machine twice as slow
+    assert plan_epochs(4, 25.0, 10.0) == 2
+    assert plan_epochs(4, 5.0, 10.0) == 1  # at least the epoch already trained
+
+
+def test_a_time_budget_plans_the_epochs_spreads_the_schedule_and_keeps_the_best(
+        tmp_path, monkeypatch):
+    from mnist_vae import training
+
+    monkeypatch.setattr(training, "time", TenSecondTicks())  # every epoch takes 10 s
+    script = ScriptedValLoss([250.0, 300.0, 200.0, 100.0])
+    cfg = dataclasses.replace(TINY_TRAIN, epochs=4, time_budget_s=25.0)
+    logger = Records()
+    result = train(_splits(), TINY_DATA, TINY_MODEL, cfg, tmp_path / "ckpt", logger,
+                   callbacks=(script,), verbose=0)
+    facts = result.facts
+    assert facts["planned_epochs"] == 2 and facts["epochs_run"] == 2
+    assert facts["time_budget_s"] == 25.0 and not facts["stopped_early"]
+    assert facts["best_epoch"] == 1 and facts["best_val_loss"] == 250.0
+    for saved, best in zip(result.model.trainable_weights, script.weights[0], strict=True):
+        np.testing.assert_array_equal(saved.numpy(), best)
+    rates = [r["learning_rate"] for r in logger.records]
+    # epoch 1 ran on the 4-epoch schedule; from then on the cosine ends at 0 after epoch 2
+    assert rates[0] == pytest.approx(0.01 * 0.5 * (1 + np.cos(np.pi / 4)), rel=1e-5)
+    assert rates[1] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_without_a_time_budget_nothing_is_planned_and_the_result_is_unchanged(
+        tmp_path, monkeypatch):
+    from mnist_vae import training
+
+    plain = train(_splits(), TINY_DATA, TINY_MODEL, dataclasses.replace(TINY_TRAIN, epochs=2),
+                  tmp_path / "a", verbose=0)
+    monkeypatch.setattr(training, "time", TenSecondTicks())
+    ample = train(_splits(), TINY_DATA, TINY_MODEL,
+                  dataclasses.replace(TINY_TRAIN, epochs=2, time_budget_s=1e6),
+                  tmp_path / "b", verbose=0)
+    assert plain.facts["planned_epochs"] == ample.facts["planned_epochs"] == 2
+    assert plain.history == ample.history  # a budget that fits every epoch changes nothing
+
+
+class StopAtEpoch(keras.callbacks.Callback):
+    """Raises when the given epoch (0-based) begins: a run killed between epochs."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_a_resumed_run_keeps_the_plan_its_first_epoch_made(tmp_path, monkeypatch):
+    from mnist_vae import training
+
+    monkeypatch.setattr(training, "time", TenSecondTicks())
+    cfg = dataclasses.replace(TINY_TRAIN, epochs=4, time_budget_s=25.0)
+    whole = train(_splits(), TINY_DATA, TINY_MODEL, cfg, tmp_path / "whole", verbose=0)
+    with pytest.raises(KeyboardInterrupt):
+        train(_splits(), TINY_DATA, TINY_MODEL, cfg, tmp_path / "killed",
+              callbacks=(StopAtEpoch(1),), verbose=0)
+    resumed = train(_splits(), TINY_DATA, TINY_MODEL, cfg, tmp_path / "killed", verbose=0)
+    assert resumed.facts["resumed_from_epoch"] == 1 and resumed.facts["planned_epochs"] == 2
+    assert resumed.history == whole.history

@@ -29,7 +29,7 @@ CHECKPOINT_FILE = "checkpoint.npz"
 DATA_KEYS = ("val_size", "split_seed", "train_limit", "binarize")  # the data params training reads
 # The package's modules whose code decides what training computes (hashed into the key).
 TRAINING_CODE = ("data.py", "losses.py", "model.py", "prior.py", "inputs.py", "prior_fit.py",
-                 "training.py")
+                 "precision.py", "training.py")
 
 
 class CheckpointMismatch(RuntimeError):
@@ -47,9 +47,14 @@ class TrainState:
     train_seconds: float = 0.0
     train_cpu_seconds: float = 0.0
     history: list[dict[str, float]] = field(default_factory=list)
+    planned_epochs: int = 0  # under train.time_budget_s, the epochs planned after epoch 1
+
+    def epoch_budget(self, cfg: TrainConfig) -> int:
+        """The epochs this run may train: the time budget's plan once made, else train.epochs."""
+        return self.planned_epochs or cfg.epochs
 
     def finished(self, cfg: TrainConfig) -> bool:
-        return self.epochs_done >= cfg.epochs or self.stale_epochs >= cfg.patience
+        return self.epochs_done >= self.epoch_budget(cfg) or self.stale_epochs >= cfg.patience
 
 
 def checkpoint_key(params: Params, data_path: str | Path) -> str:

@@ -115,6 +115,10 @@ def all_positive(v: Any) -> str | None:
     return None if all(x > 0 for x in v) else "must contain only values > 0"
 
 
+def positive_or_off(v: Any) -> str | None:
+    return None if v is None or v > 0 else "must be > 0, or null for off"
+
+
 def non_empty(v: Any) -> str | None:
     return None if len(v) > 0 else "must not be empty"
 
@@ -317,10 +321,21 @@ class TrainConfig:
     kl_warmup_epochs: int = checked(2, non_negative)  # KL weight rises linearly 0 -> beta
     patience: int = checked(5, positive)  # epochs without a better val loss before stopping
     progress_samples: int = checked(16, positive)  # fixed latents decoded after each epoch
+    # mixed_bfloat16: layers compute in bf16, variables and loss stay float32; auto: bf16 only
+    # where the CPU has native bf16 and it measured faster here (precision.py)
+    precision: Literal["float32", "mixed_bfloat16", "auto"] = "float32"
+    # seconds of training: after epoch 1, plan the epochs that fit and spread the schedule
+    # over them; null = off (the result then never depends on the machine's speed)
+    time_budget_s: float | None = checked(None, positive_or_off)
     distribute: Literal["none", "mirrored", "multi_worker"] = "none"  # see distribute.py
     collective_timeout_s: int = checked(300, positive)  # multi_worker: a dead peer fails a step
 
     def __post_init__(self) -> None:
+        if self.precision == "auto" and self.distribute != "none":
+            raise ConfigError(
+                "train.precision: auto times each machine on its own, so workers could pick "
+                "different precisions; set float32 or mixed_bfloat16 with train.distribute"
+            )
         if self.jit_compile and self.deterministic:
             raise ConfigError(
                 "train.jit_compile: Keras turns XLA off under op determinism; set "

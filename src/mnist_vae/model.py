@@ -2,6 +2,8 @@
 
 `build_vae(params.model)` makes one; `load_vae(path)` loads a saved `.keras` file in any
 process that can import this package. Every decoder ends in logits: `decode` is their sigmoid.
+Built with `precision="mixed_bfloat16"`, the hidden layers compute in bf16 while the heads
+(mean, log_var, logits) and so every loss term stay float32; variables are float32 either way.
 """
 
 from __future__ import annotations
@@ -26,63 +28,80 @@ IMAGE_SHAPE = (28, 28, 1)
 _CHUNK = 1000  # images per forward pass in the public API, to bound memory
 
 
-def _activation(name: str, slope: float, layer_name: str) -> layers.Layer:
+PRECISIONS = ("float32", "mixed_bfloat16")
+
+
+def _dtypes(precision: str) -> tuple[str | None, str | None]:
+    """(hidden layers' dtype policy, heads' dtype); None keeps Keras' float32 default, so a
+    float32 model's saved config is what it was before mixed precision existed."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return (None, None) if precision == "float32" else (precision, "float32")
+
+
+def _activation(name: str, slope: float, layer_name: str, dtype: str | None) -> layers.Layer:
     if name == "leaky_relu":
-        return layers.LeakyReLU(negative_slope=slope, name=layer_name)
-    return layers.Activation(name, name=layer_name)
+        return layers.LeakyReLU(negative_slope=slope, name=layer_name, dtype=dtype)
+    return layers.Activation(name, name=layer_name, dtype=dtype)
 
 
-def _normalized(x, batch_norm: bool, name: str):
-    return layers.BatchNormalization(name=f"{name}_bn")(x) if batch_norm else x
+def _normalized(x, batch_norm: bool, name: str, dtype: str | None):
+    return layers.BatchNormalization(name=f"{name}_bn", dtype=dtype)(x) if batch_norm else x
 
 
-def build_encoder(cfg: EncoderConfig, latent_dim: int, slope: float) -> keras.Model:
+def build_encoder(cfg: EncoderConfig, latent_dim: int, slope: float,
+                  precision: str = "float32") -> keras.Model:
     """Image -> (mean, log_var) of q(z | x)."""
+    dtype, head = _dtypes(precision)
     x = inputs = keras.Input(IMAGE_SHAPE, name="image")
     convs = zip(cfg.filters, cfg.kernel_sizes, cfg.strides, strict=True)
     for i, (filters, kernel, stride) in enumerate(convs, 1):
-        x = layers.Conv2D(filters, kernel, strides=stride, padding="same", name=f"conv_{i}")(x)
-        x = _normalized(x, cfg.batch_norm, f"conv_{i}")
-        x = _activation(cfg.activation, slope, f"conv_{i}_act")(x)
+        x = layers.Conv2D(filters, kernel, strides=stride, padding="same", name=f"conv_{i}",
+                          dtype=dtype)(x)
+        x = _normalized(x, cfg.batch_norm, f"conv_{i}", dtype)
+        x = _activation(cfg.activation, slope, f"conv_{i}_act", dtype)(x)
         if cfg.dropout and cfg.dropout[i - 1] > 0:
-            x = layers.Dropout(cfg.dropout[i - 1], name=f"conv_{i}_dropout")(x)
-    x = layers.Flatten(name="flatten")(x)
+            x = layers.Dropout(cfg.dropout[i - 1], name=f"conv_{i}_dropout", dtype=dtype)(x)
+    x = layers.Flatten(name="flatten", dtype=dtype)(x)
     for i, units in enumerate(cfg.dense_units, 1):
-        x = layers.Dense(units, name=f"dense_{i}")(x)
-        x = _normalized(x, cfg.batch_norm, f"dense_{i}")
-        x = _activation(cfg.activation, slope, f"dense_{i}_act")(x)
-    mean = layers.Dense(latent_dim, name="mean")(x)
-    log_var = layers.Dense(latent_dim, name="log_var")(x)
+        x = layers.Dense(units, name=f"dense_{i}", dtype=dtype)(x)
+        x = _normalized(x, cfg.batch_norm, f"dense_{i}", dtype)
+        x = _activation(cfg.activation, slope, f"dense_{i}_act", dtype)(x)
+    mean = layers.Dense(latent_dim, name="mean", dtype=head)(x)
+    log_var = layers.Dense(latent_dim, name="log_var", dtype=head)(x)
     return keras.Model(inputs, [mean, log_var], name="encoder")
 
 
-def build_decoder(cfg: DecoderConfig, latent_dim: int, slope: float) -> keras.Model:
+def build_decoder(cfg: DecoderConfig, latent_dim: int, slope: float,
+                  precision: str = "float32") -> keras.Model:
     """z -> pixel logits [28, 28, 1]."""
+    dtype, head = _dtypes(precision)
     x = inputs = keras.Input((latent_dim,), name="z")
     for i, units in enumerate((*cfg.dense_units, math.prod(cfg.reshape)), 1):
-        x = layers.Dense(units, name=f"dense_{i}")(x)
-        x = _normalized(x, cfg.batch_norm, f"dense_{i}")
-        x = _activation(cfg.dense_activation, slope, f"dense_{i}_act")(x)
-    x = layers.Reshape(cfg.reshape, name="reshape")(x)
+        x = layers.Dense(units, name=f"dense_{i}", dtype=dtype)(x)
+        x = _normalized(x, cfg.batch_norm, f"dense_{i}", dtype)
+        x = _activation(cfg.dense_activation, slope, f"dense_{i}_act", dtype)(x)
+    x = layers.Reshape(cfg.reshape, name="reshape", dtype=dtype)(x)
     convs = zip(cfg.filters, cfg.kernel_sizes, cfg.strides, strict=True)
     for i, (filters, kernel, stride) in enumerate(convs, 1):
         x = layers.Conv2DTranspose(filters, kernel, strides=stride, padding="same",
-                                   name=f"deconv_{i}")(x)
-        x = _normalized(x, cfg.batch_norm, f"deconv_{i}")
-        x = _activation(cfg.conv_activation, slope, f"deconv_{i}_act")(x)
+                                   name=f"deconv_{i}", dtype=dtype)(x)
+        x = _normalized(x, cfg.batch_norm, f"deconv_{i}", dtype)
+        x = _activation(cfg.conv_activation, slope, f"deconv_{i}_act", dtype)(x)
         if cfg.dropout and cfg.dropout[i - 1] > 0:
-            x = layers.Dropout(cfg.dropout[i - 1], name=f"deconv_{i}_dropout")(x)
+            x = layers.Dropout(cfg.dropout[i - 1], name=f"deconv_{i}_dropout", dtype=dtype)(x)
     if cfg.head == "dense":
-        x = layers.Flatten(name="flatten")(x)
-        x = layers.Dense(math.prod(IMAGE_SHAPE), name="logits")(x)
-        x = layers.Reshape(IMAGE_SHAPE, name="image_logits")(x)
+        x = layers.Flatten(name="flatten", dtype=dtype)(x)
+        x = layers.Dense(math.prod(IMAGE_SHAPE), name="logits", dtype=head)(x)
+        x = layers.Reshape(IMAGE_SHAPE, name="image_logits", dtype=head)(x)
     else:
         if tuple(x.shape[1:3]) != IMAGE_SHAPE[:2]:
             raise ValueError(
                 f"model.decoder: the Conv2DTranspose stack ends at {tuple(x.shape[1:3])}, but "
                 f"head 'conv' needs {IMAGE_SHAPE[:2]}; change reshape/strides or use head 'dense'"
             )
-        x = layers.Conv2D(1, cfg.head_kernel_size, padding="same", name="logits")(x)
+        x = layers.Conv2D(1, cfg.head_kernel_size, padding="same", name="logits",
+                          dtype=head)(x)
     return keras.Model(inputs, x, name="decoder")
 
 
@@ -189,7 +208,8 @@ class VAE(keras.Model):
     (the negative ELBO at full KL weight, also during warm-up, so epochs stay comparable).
     """
 
-    def __init__(self, model_config: ModelConfig | dict | None = None, **kwargs):
+    def __init__(self, model_config: ModelConfig | dict | None = None,
+                 precision: str = "float32", **kwargs):
         super().__init__(**kwargs)
         if not isinstance(model_config, ModelConfig):
             model_config = parse_section(ModelConfig, model_config, "model")
@@ -197,8 +217,8 @@ class VAE(keras.Model):
         self.latent_dim = model_config.latent_dim
         self.likelihood = model_config.likelihood
         slope = model_config.leaky_relu_slope
-        self.encoder = build_encoder(model_config.encoder, self.latent_dim, slope)
-        self.decoder = build_decoder(model_config.decoder, self.latent_dim, slope)
+        self.encoder = build_encoder(model_config.encoder, self.latent_dim, slope, precision)
+        self.decoder = build_decoder(model_config.decoder, self.latent_dim, slope, precision)
         self.sampling = Sampling(name="sampling")
         components = model_config.prior.components if model_config.prior.kind == "mixture" else 1
         self.prior = MixturePrior(components, self.latent_dim, name="prior")
@@ -324,7 +344,7 @@ class VAE(keras.Model):
 
     # --- serialisation --------------------------------------------------------------------
 
-    def get_config(self):
+    def get_config(self):  # no precision: a saved model loads in float32, whatever trained it
         return {"name": self.name, "trainable": self.trainable,
                 "model_config": dataclasses.asdict(self.model_config)}
 
@@ -342,9 +362,10 @@ def _chunks(x):
     return [x[i:i + _CHUNK] for i in range(0, max(n, 1), _CHUNK)]
 
 
-def build_vae(model_cfg: ModelConfig) -> VAE:
-    """A fresh, built VAE with the architecture `model_cfg` describes."""
-    return VAE(model_cfg, name="vae")
+def build_vae(model_cfg: ModelConfig, precision: str = "float32") -> VAE:
+    """A fresh, built VAE with the architecture `model_cfg` describes, computing in
+    `precision` (float32 or mixed_bfloat16)."""
+    return VAE(model_cfg, precision, name="vae")
 
 
 class ModelFileError(ValueError):

@@ -7,6 +7,7 @@ state, so a resumed run replays exactly what an uninterrupted run would have don
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
@@ -19,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mnist_vae import distribute
+from mnist_vae import distribute, precision
 from mnist_vae.checkpoints import (
     CHECKPOINT_FILE,
     CheckpointMismatch,
@@ -37,7 +38,7 @@ from mnist_vae.inputs import (
     training_batches,
     validation_images,
 )
-from mnist_vae.model import VAE, build_vae, count_params
+from mnist_vae.model import IMAGE_SHAPE, VAE, build_vae, count_params
 from mnist_vae.prior_fit import check_prior_fit, fit_prior
 
 EVAL_BATCH = 500
@@ -67,15 +68,38 @@ def configure_determinism(cfg: TrainConfig) -> None:
 
 
 def learning_rate(cfg: TrainConfig, steps: int):
-    """A constant rate, or cosine decay from `learning_rate` to 0 over the epoch budget."""
+    """A constant rate, or cosine decay from `learning_rate` to 0 over the epoch budget.
+
+    Under a time budget the decay length is a variable, so `plan_schedule` can stretch or
+    shrink it to the planned epochs without retracing the training step.
+    """
     if cfg.lr_schedule == "cosine":
-        return keras.optimizers.schedules.CosineDecay(cfg.learning_rate, cfg.epochs * steps)
+        decay_steps = cfg.epochs * steps
+        if cfg.time_budget_s is not None:
+            decay_steps = keras.Variable(decay_steps, dtype="float32", trainable=False,
+                                         name="decay_steps")
+        return keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps)
     return cfg.learning_rate
 
 
-def compiled_vae(model_cfg: ModelConfig, cfg: TrainConfig, steps: int) -> VAE:
-    """A fresh VAE compiled with Adam, beta and the KL warm-up, ready for `fit`."""
-    model = build_vae(model_cfg)
+def plan_epochs(epochs: int, budget_s: float, first_epoch_s: float) -> int:
+    """The epochs that fit the time budget at the first epoch's pace: at least 1, at most
+    `epochs`."""
+    return max(1, min(epochs, math.floor(budget_s / max(first_epoch_s, 1e-9))))
+
+
+def plan_schedule(model: VAE, epochs: int, steps: int) -> None:
+    """Spread the cosine schedule over `epochs` (it reaches 0 at their end)."""
+    schedule = model.optimizer._learning_rate  # the schedule object Adam was given
+    if isinstance(getattr(schedule, "decay_steps", None), keras.Variable):
+        schedule.decay_steps.assign(float(epochs * steps))
+
+
+def compiled_vae(model_cfg: ModelConfig, cfg: TrainConfig, steps: int,
+                 compute: str = "float32") -> VAE:
+    """A fresh VAE computing in `compute` precision, compiled with Adam, beta and the KL
+    warm-up, ready for `fit`."""
+    model = build_vae(model_cfg, compute)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate(cfg, steps)),
         beta=cfg.beta,
@@ -94,9 +118,10 @@ class EpochBookkeeper(keras.callbacks.Callback):
     def __init__(self, cfg: TrainConfig, state: TrainState, best_weights: list[np.ndarray],
                  progress: list[np.ndarray], fixed_z, checkpoint: Path,
                  logger: EpochLogger | None,
-                 placement: distribute.Placement = distribute.ONE_PROCESS):
+                 placement: distribute.Placement = distribute.ONE_PROCESS, steps: int = 1):
         super().__init__()
         self.cfg, self.state, self.checkpoint, self.logger = cfg, state, checkpoint, logger
+        self.steps = steps
         self.placement = placement
         self.best_weights, self.progress, self.fixed_z = best_weights, progress, fixed_z
         self._epoch_start = (0.0, 0.0)
@@ -126,6 +151,8 @@ class EpochBookkeeper(keras.callbacks.Callback):
         state.train_seconds += time.perf_counter() - self._epoch_start[0]
         state.train_cpu_seconds += time.process_time() - self._epoch_start[1]
         state.history.append(record)
+        if self.cfg.time_budget_s is not None and not state.planned_epochs:
+            self._plan(state.train_seconds)
         distribute.write_on_chief(  # tf.distribute hook: every worker saves, only the chief keeps
             self.checkpoint, lambda path: save_checkpoint(
                 path, self.model, state, self.best_weights, self.progress), self.placement)
@@ -135,6 +162,16 @@ class EpochBookkeeper(keras.callbacks.Callback):
             print(f"Early stopping: no better validation loss for {self.cfg.patience} epochs; "
                   f"keeping epoch {state.best_epoch} ({state.best_val_loss:.2f})")
             self.model.stop_training = True
+        elif state.epochs_done >= state.epoch_budget(self.cfg):
+            self.model.stop_training = True  # the time budget's plan is done
+
+    def _plan(self, first_epoch_s: float) -> None:
+        """After the first epoch: the epochs that fit the budget, and the schedule over them."""
+        planned = plan_epochs(self.cfg.epochs, self.cfg.time_budget_s, first_epoch_s)
+        self.state.planned_epochs = planned
+        plan_schedule(self.model, planned, self.steps)
+        print(f"Time budget {self.cfg.time_budget_s:g} s: epoch 1 took {first_epoch_s:.1f} s, "
+              f"so {planned} of {self.cfg.epochs} epochs, the schedule spread over them")
 
     def _record(self, epoch: int, logs: dict) -> dict[str, float]:
         record = {"epoch": epoch}
@@ -180,8 +217,13 @@ def train(splits: Splits, data_cfg: DataConfig, model_cfg: ModelConfig, cfg: Tra
     distribute.check_batches(cfg.batch_size, EVAL_BATCH, len(splits.x_val), placement.replicas)
     configure_determinism(cfg)
     steps = steps_per_epoch(len(splits.x_train), cfg.batch_size)
+    chosen = precision.resolve(cfg.precision, Path(checkpoint_dir).parent,
+                               precision.speed_settings(model_cfg, cfg),
+                               StepTimer(model_cfg, cfg))
+    compute = chosen["used"]
+    configure_determinism(cfg)  # timing `auto`'s candidates drew random numbers: seed again
     with placement.scope():  # tf.distribute hook: variables created under the strategy
-        model = compiled_vae(model_cfg, cfg, steps)
+        model = compiled_vae(model_cfg, cfg, steps, compute)
     checkpoint = Path(checkpoint_dir) / CHECKPOINT_FILE
     state, best_weights, progress = TrainState(), model.get_weights(), []
     if checkpoint.is_file():
@@ -191,8 +233,10 @@ def train(splits: Splits, data_cfg: DataConfig, model_cfg: ModelConfig, cfg: Tra
         except UNUSABLE_CHECKPOINT as err:
             set_aside(checkpoint.parent, f"{type(err).__name__}: {err}")
             with placement.scope():  # a fresh model: the failed load may have set some
-                model = compiled_vae(model_cfg, cfg, steps)
+                model = compiled_vae(model_cfg, cfg, steps, compute)
             state, best_weights, progress = TrainState(), model.get_weights(), []
+    if state.planned_epochs:  # a resumed run keeps the plan its first epoch made
+        plan_schedule(model, state.planned_epochs, steps)
     resumed_from = state.epochs_done
     if logger is not None:
         for record in state.history:
@@ -202,13 +246,14 @@ def train(splits: Splits, data_cfg: DataConfig, model_cfg: ModelConfig, cfg: Tra
     if not state.finished(cfg):
         fixed_z = keras.random.normal((cfg.progress_samples, model.latent_dim), seed=cfg.seed)
         bookkeeper = EpochBookkeeper(cfg, state, best_weights, progress, fixed_z, checkpoint,
-                                     logger, placement)
+                                     logger, placement, steps)
         val = tf.data.Dataset.from_tensor_slices(validation_images(splits, data_cfg))
         batches = training_batches(splits.x_train, cfg, data_cfg.binarize == "dynamic",
                                    state.epochs_done)
         model.fit(  # tf.distribute hook: distribute_batches is the identity without a strategy
             distribute.distribute_batches(batches, placement),
-            epochs=cfg.epochs, initial_epoch=state.epochs_done, steps_per_epoch=steps,
+            epochs=state.epoch_budget(cfg), initial_epoch=state.epochs_done,
+            steps_per_epoch=steps,
             validation_data=distribute.distribute_batches(val.batch(EVAL_BATCH), placement),
             callbacks=[*callbacks, bookkeeper],
             shuffle=False, verbose=verbose,  # the dataset is already shuffled, per epoch
@@ -223,7 +268,11 @@ def train(splits: Splits, data_cfg: DataConfig, model_cfg: ModelConfig, cfg: Tra
         "epochs_run": state.epochs_done,
         "best_epoch": state.best_epoch,
         "best_val_loss": state.best_val_loss,
-        "stopped_early": state.epochs_done < cfg.epochs,
+        "stopped_early": state.epochs_done < state.epoch_budget(cfg),
+        "precision": compute,  # how `chosen` was decided: precision_choice
+        "precision_choice": chosen,
+        "time_budget_s": cfg.time_budget_s,
+        "planned_epochs": state.epoch_budget(cfg),  # train.epochs unless a time budget planned
         "resumed_from_epoch": resumed_from,
         "wall_time_s": round(time.perf_counter() - started, 2),
         "train_time_s": round(state.train_seconds, 2),
@@ -239,6 +288,34 @@ def train(splits: Splits, data_cfg: DataConfig, model_cfg: ModelConfig, cfg: Tra
     empty = np.zeros((0, cfg.progress_samples, 28, 28), "float32")
     return TrainResult(final, facts, np.stack(progress) if progress else empty,
                        state.history)
+
+
+class StepTimer:
+    """CPU seconds per image of a few training steps in a given precision (for `auto`).
+
+    CPU time, not wall time: on a shared machine other processes stretch wall time by half or
+    double from one round to the next (seen here), and CPU time hardly; both precisions run
+    the same thread pools. One throwaway model per precision, built on first use and kept,
+    so interleaved rounds time steps, not tracing.
+    """
+
+    def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig):
+        self.model_cfg, self.cfg = model_cfg, dataclasses.replace(cfg, lr_schedule="constant")
+        images = np.random.default_rng(cfg.seed).random((cfg.batch_size, *IMAGE_SHAPE), "float32")
+        self.batches = tf.data.Dataset.from_tensors(images).repeat()
+        self.models: dict[str, VAE] = {}
+
+    def __call__(self, compute: str) -> float:
+        if compute not in self.models:
+            self.models[compute] = compiled_vae(self.model_cfg, self.cfg, 1, compute)
+            self._steps(compute, 3)  # traces, then warms oneDNN's kernel caches
+        started = time.process_time()
+        self._steps(compute, precision.MEASURE_STEPS)
+        return (time.process_time() - started) / (precision.MEASURE_STEPS * self.cfg.batch_size)
+
+    def _steps(self, compute: str, steps: int) -> None:
+        self.models[compute].fit(self.batches, epochs=1, steps_per_epoch=steps, shuffle=False,
+                                 verbose=0)
 
 
 def keras_logs(record: dict[str, float]) -> dict[str, float]:
