@@ -128,6 +128,27 @@ def test_the_reader_reads_and_every_write_gets_403(stack):
                 {"name": MODEL, "alias": "champion", "version": "1"})[0] == 403
 
 
+def test_the_reader_cannot_create_an_experiment_or_a_model_ci_and_admin_can(stack):
+    for prefix in ("api", "ajax-api"):  # the REST API and the UI's paths
+        for endpoint, body in (("experiments/create", {"name": f"by-reader-{prefix}"}),
+                               ("registered-models/create", {"name": f"by-reader-{prefix}"})):
+            status, reply = teamstack.api(stack, "POST", endpoint, body,
+                                          ("reader", _password(stack, "reader")), prefix=prefix)
+            assert status == 403, (prefix, endpoint, status, reply)
+    status, reply = teamstack.api(stack, "POST", "model-versions/create",
+                                  {"name": MODEL, "source": "mlflow-artifacts:/x"},
+                                  ("reader", _password(stack, "reader")))
+    assert status == 403, reply
+    assert _api(stack, "GET", "experiments/get-by-name", {"experiment_name": "by-reader-api"},
+                user="admin")[0] == 404, "no experiment was created"
+    assert _api(stack, "POST", "runs/search", {"experiment_ids": [_experiment_id(stack)]})[0] == 200
+    for user in ("ci", "admin"):
+        _ok(stack, "POST", "experiments/create", {"name": f"by-{user}"}, user=user)
+        _ok(stack, "POST", "registered-models/create", {"name": f"by-{user}"}, user=user)
+    assert _api(stack, "POST", "experiments/create", {"name": "by-nobody"}, "reader",
+                "wrong")[0] == 401
+
+
 def test_ci_logs_a_run_and_registers_a_version(stack):
     run = _ok(stack, "POST", "runs/create", {"experiment_id": _experiment_id(stack)},
               user="ci")["run"]["info"]
