@@ -6,8 +6,8 @@ DVC's queue is Celery on kombu's filesystem transport (`.dvc/tmp/exps/celery`). 
 workers (`-j 2`) a worker can read a message file that another process has created but not yet
 written (kombu writes in place, in the folder the reader lists), die with "Unrecoverable error:
 JSONDecodeError('Expecting value: line 1 column 1 (char 0)')", and take the task it had moved to
-`processed` with it: `dvc exp run --run-all` then waits for that task forever
-(treeverse/dvc#10398, #10428 open; treeverse/dvc-task#73). `KOMBU_RACE` is that line.
+`processed` with it: `dvc exp run --run-all` then waits for that task forever (the upstream
+reports are listed in docs/team.md). `KOMBU_RACE` is that line.
 """
 
 from __future__ import annotations
