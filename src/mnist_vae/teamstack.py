@@ -16,7 +16,7 @@ PostgreSQL refuses to run as root, so under root its commands run as the `postgr
 postgres user can reach it, else `/var/lib/postgresql/mnist-vae-team/<hash of state>`.
 Users of the MLflow server: `admin`; `ci`, who logs runs and registers models (EDIT on the
 experiment, MANAGE on the registered model); `reader`, who may only read
-(`default_permission = READ`).
+(`default_permission = READ`, and `read_only_users`: no creating either, tracking_auth.py).
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ from pathlib import Path
 import psutil
 
 USERS = ("admin", "ci", "reader")
+READ_ONLY_USERS = ("reader",)  # 403 on any write, creating included (tracking_auth.py)
+AUTHORIZATION_FUNCTION = "mnist_vae.tracking_auth:authenticate"
 DB_USER = "mlflow"  # the PostgreSQL role (superuser of this private cluster)
 DATABASES = ("mlflow", "mlflow_auth")  # runs and registry; basic-auth users and permissions
 SECRET_NAMES = (*USERS, "postgres", "flask")  # flask: the auth app's CSRF secret key
@@ -231,7 +233,8 @@ def write_auth_config(stack: Stack, db_password: str) -> Path:
                    "default_permission = READ\n"
                    f"database_uri = {database_uri(stack, db_password, 'mlflow_auth')}\n"
                    "admin_username = admin\n"
-                   "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+                   f"authorization_function = {AUTHORIZATION_FUNCTION}\n"
+                   f"read_only_users = {','.join(READ_ONLY_USERS)}\n"
                    f"auth_cache_ttl_seconds = {stack.auth_cache_ttl_s}\n")
     return path
 
@@ -247,6 +250,8 @@ def start_mlflow(stack: Stack, secret: dict[str, str]) -> int:
                MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", "")])  # uvicorn, by name
+    package_root = str(Path(__file__).resolve().parents[1])  # this mnist_vae, for the auth hook
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
     cmd = [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth",
            "--host", stack.host, "--port", str(stack.mlflow_port),
            "--workers", str(stack.workers),
@@ -278,9 +283,10 @@ def wait_healthy(stack: Stack, proc: subprocess.Popen | None = None) -> float:
 
 
 def api(stack: Stack, method: str, endpoint: str, body: dict | None = None,
-        auth: tuple[str, str] | None = None, version: str = "2.0") -> tuple[int, dict]:
-    """One REST call to the MLflow server: (HTTP status, JSON body)."""
-    url = f"{stack.url}/api/{version}/mlflow/{endpoint}"
+        auth: tuple[str, str] | None = None, version: str = "2.0",
+        prefix: str = "api") -> tuple[int, dict]:
+    """One REST call to the MLflow server (`prefix` ajax-api: the UI's): (status, JSON body)."""
+    url = f"{stack.url}/{prefix}/{version}/mlflow/{endpoint}"
     data = None
     if body is not None and method == "GET":
         url += "?" + urllib.parse.urlencode(body)
