@@ -5,6 +5,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,17 @@ for _var in [v for v in os.environ if v.startswith(("MLFLOW_", "DVC_")) or v == 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_MIRROR = REPO_ROOT.parent / "shared" / "datasets" / "mnist"
+
+
+@pytest.fixture(autouse=True)
+def no_tracking_uri_from_an_earlier_test():
+    """Each test starts with MLflow's in-process URIs unset, whatever the test before it set."""
+    if "mlflow" in sys.modules:
+        mlflow = sys.modules["mlflow"]
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)  # which leaves MLFLOW_REGISTRY_URI set: drop it too
+    os.environ.pop("MLFLOW_REGISTRY_URI", None)
+    yield
 
 
 @pytest.fixture(scope="session")
@@ -94,9 +106,11 @@ def store(tmp_path, monkeypatch, empty_store_db) -> Path:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.chdir(tmp_path)
     shutil.copyfile(empty_store_db, tmp_path / "mlflow.db")
-    yield tmp_path
     import mlflow
 
+    mlflow.set_tracking_uri(None)  # whatever an earlier test set in-process
+    mlflow.set_registry_uri(None)
+    yield tmp_path
     mlflow.end_run()
     mlflow.set_tracking_uri(None)
     os.environ.pop("MLFLOW_TRACKING_URI", None)

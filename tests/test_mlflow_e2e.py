@@ -108,15 +108,12 @@ def test_the_run_and_the_model_version_are_on_the_server(tracked_repo, tracking_
     assert float(version_tags["test/bernoulli/neg_elbo"]) == pytest.approx(
         metrics["test/bernoulli/neg_elbo"])
     assert set(champion["aliases"]) == {"champion", "challenger"}
-    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    mlflow.set_tracking_uri(tracking_server)
-    mlflow.set_registry_uri(tracking_server)
+    mlflow.set_tracking_uri(tracking_server)  # models:/ URIs resolve through the global one
     try:
         mlmodel = mlflow.artifacts.download_artifacts(
             "models:/mnist-vae@champion/MLmodel", dst_path=str(tracked_repo.parent / "champion"))
-    finally:
-        mlflow.set_tracking_uri(before[0])
-        mlflow.set_registry_uri(before[1])
+    finally:  # unset (and its variable with it), so later tests keep their own stores
+        mlflow.set_tracking_uri(None)
     inputs = Model.load(mlmodel).signature.inputs.to_dict()  # what the UI shows
     assert [(c["name"], c["type"], c["required"]) for c in inputs] == [
         ("z", "array", False), ("digit", "long", False), ("seed", "long", False)]
