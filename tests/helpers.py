@@ -24,6 +24,8 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 _GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.invalid",
@@ -159,6 +161,17 @@ def set_params(repo: Path, overlay: Mapping[str, Mapping]) -> None:
     path = repo / "params.yaml"
     params = merge_overlay(yaml.safe_load(path.read_text()), dict(overlay))
     path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def write_random_mnist(repo: Path, n_train: int, n_test: int) -> None:
+    """Seeded random digits as the repo's data/mnist.npz, so stages after download can run."""
+    rng = np.random.default_rng(0)
+    (repo / "data").mkdir(exist_ok=True)
+    np.savez(repo / "data" / "mnist.npz",
+             x_train=rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+             y_train=rng.integers(0, 10, n_train, dtype=np.uint8),
+             x_test=rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+             y_test=rng.integers(0, 10, n_test, dtype=np.uint8))
 
 
 def stages_run(dvc_output: str) -> list[str]:

@@ -1,4 +1,5 @@
-"""Shared by the MLflow tests: a private SQLite store per test, tiny params and a tiny VAE."""
+"""Shared by the MLflow tests: a private SQLite store per test, tiny params and a tiny VAE
+(whose model the model and evaluation tests build too)."""
 
 from __future__ import annotations
 

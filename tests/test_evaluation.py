@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from mlflow_helpers import tiny_params
 from mnist_vae import evaluation as ev
 from mnist_vae import losses
 from mnist_vae.classifier import Predictions, build_classifier
@@ -507,12 +508,7 @@ def test_evaluate_measures_digits_only_for_a_model_that_draws_them():
 # --- the IWAE's fast path against straightforward and previous implementations ---------------
 
 
-TINY_VAE = ModelConfig(
-    latent_dim=3,
-    encoder=EncoderConfig(filters=(4, 8), kernel_sizes=(3, 3), strides=(2, 2)),
-    decoder=DecoderConfig(reshape=(7, 7, 4), filters=(8, 4), kernel_sizes=(3, 3),
-                          strides=(2, 2)),
-)
+TINY_VAE = tiny_params().model
 
 
 @pytest.fixture(scope="module")

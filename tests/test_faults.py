@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from helpers import copy_repo, pipeline_env, run_stage, set_params
+from helpers import copy_repo, pipeline_env, run_stage, set_params, write_random_mnist
 from mlflow_helpers import subprocess_env
 from servers import mlflow_server
 
@@ -329,13 +329,7 @@ def test_train_killed_after_epoch_one_resumes_with_the_whole_curve_and_closes_th
         tmp_path):
     repo = copy_repo(tmp_path / "repo")
     set_params(repo, RESUMABLE)
-    rng = np.random.default_rng(0)
-    (repo / "data").mkdir(exist_ok=True)
-    np.savez(repo / "data" / "mnist.npz",
-             x_train=rng.integers(0, 256, (2000, 28, 28), dtype=np.uint8),
-             y_train=rng.integers(0, 10, 2000, dtype=np.uint8),
-             x_test=rng.integers(0, 256, (8, 28, 28), dtype=np.uint8),
-             y_test=rng.integers(0, 10, 8, dtype=np.uint8))
+    write_random_mnist(repo, 2000, 8)
     env = pipeline_env(repo)
     proc = subprocess.Popen([sys.executable, "stages/train.py"], cwd=repo, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
+from mlflow_helpers import tiny_params
 from mnist_vae.config import (
     DecoderConfig,
     EncoderConfig,
@@ -22,12 +23,7 @@ from mnist_vae.prior import GaussianMixture
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
-TINY = ModelConfig(
-    latent_dim=3,
-    encoder=EncoderConfig(filters=(4, 8), kernel_sizes=(3, 3), strides=(2, 2)),
-    decoder=DecoderConfig(reshape=(7, 7, 4), filters=(8, 4), kernel_sizes=(3, 3),
-                          strides=(2, 2)),
-)
+TINY = tiny_params().model
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,9 @@ import re
 import signal
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from helpers import copy_repo, pipeline_env, run_stage, set_params
+from helpers import copy_repo, pipeline_env, run_stage, set_params, write_random_mnist
 from mnist_vae.config import ConfigError
 from mnist_vae.files import DiskFullError
 from mnist_vae.stage_exit import Stopped, failure_line
@@ -99,16 +98,6 @@ def repo(source_repo, tmp_path) -> Path:
     return Path(shutil.copytree(source_repo, tmp_path / "repo", symlinks=True))
 
 
-def _write_tiny_data(repo: Path) -> None:
-    rng = np.random.default_rng(0)
-    (repo / "data").mkdir(exist_ok=True)
-    np.savez(repo / "data" / "mnist.npz",
-             x_train=rng.integers(0, 256, (300, 28, 28), dtype=np.uint8),
-             y_train=rng.integers(0, 10, 300, dtype=np.uint8),
-             x_test=rng.integers(0, 256, (50, 28, 28), dtype=np.uint8),
-             y_test=rng.integers(0, 10, 50, dtype=np.uint8))
-
-
 def _truncate_copy(source: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     data = source.read_bytes()
@@ -163,7 +152,7 @@ def test_an_invalid_param_fails_every_stage_in_one_line(repo, stage):
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", ["evaluate", "render"])
 def test_a_truncated_model_fails_the_stage_in_one_line(repo, tiny_vae_file, stage):
-    _write_tiny_data(repo)
+    write_random_mnist(repo, 300, 50)
     set_params(repo, TINY_DATA)
     _truncate_copy(tiny_vae_file, repo / "models" / "vae.keras")
     before = _files(repo, "metrics", "plots")
@@ -177,7 +166,7 @@ def test_a_truncated_model_fails_the_stage_in_one_line(repo, tiny_vae_file, stag
 def test_a_truncated_classifier_fails_evaluate_in_one_line(repo, tiny_vae_file, tmp_path):
     import shutil
 
-    _write_tiny_data(repo)
+    write_random_mnist(repo, 300, 50)
     set_params(repo, TINY_DATA)
     (repo / "models").mkdir(exist_ok=True)
     shutil.copyfile(tiny_vae_file, repo / "models" / "vae.keras")
@@ -192,7 +181,7 @@ def test_a_truncated_classifier_fails_evaluate_in_one_line(repo, tiny_vae_file, 
 @pytest.mark.slow
 def test_a_full_disk_fails_train_classifier_in_one_line_and_leaves_nothing(repo, tmpfs):
     disk = tmpfs("160k")  # the classifier's .keras file is ~1.6 MB: it cannot fit
-    _write_tiny_data(repo)
+    write_random_mnist(repo, 300, 50)
     set_params(repo, {**TINY_DATA, "paths": {
         "classifier": f"{disk}/classifier.keras",
         "classifier_metrics": f"{disk}/classifier.json",
