@@ -94,3 +94,15 @@ def test_the_bfloat16_decoder_keeps_the_weights_and_the_phase_layout():
     want = tf.cast(clone(z, training=False), tf.float32).numpy()
     got = tf.cast(tf.nn.depth_to_space(phase(z), 2), tf.float32).numpy()
     np.testing.assert_allclose(got, want, atol=0.05 * np.abs(want).max())
+
+
+def test_the_compiled_log_prior_is_the_mixtures_log_prob():
+    from benchmarks.iwae_speed import seeded_mixture
+    from mnist_vae.prior import GaussianMixture
+
+    z = np.random.default_rng(10).standard_normal((300, 5)) * 2
+    mixture = seeded_mixture(5, 7, seed=11)
+    np.testing.assert_allclose(inference.log_prior_fn(mixture)(z), mixture.log_prob(z),
+                               rtol=1e-12)
+    standard = GaussianMixture.standard(5)
+    np.testing.assert_array_equal(inference.log_prior_fn(standard)(z), standard.log_prob(z))

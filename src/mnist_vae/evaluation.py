@@ -34,6 +34,7 @@ from mnist_vae.inference import (
     decode_means,
     encode,
     log_likelihood_fn,
+    log_prior_fn,
     prior_of,
     to_numpy,
 )
@@ -144,7 +145,7 @@ def iwae_estimate(model: Any, view: View, k: int, max_batch: int, seed: int,
     """`iwae_nll` with its refinement facts. "bfloat16" decodes every sample in bf16, then
     the heaviest again in float32 until `left_over` of each image's weight is left (1: none)."""
     rng = np.random.default_rng(seed)
-    prior = prior_of(model)
+    log_prior = log_prior_fn(prior_of(model))
     exact = log_likelihood_fn(model, view.nll)
     fast = exact if precision == "float32" else log_likelihood_fn(model, view.nll, precision)
     n_images, n_samples = iwae_plan(k, max_batch)
@@ -160,7 +161,7 @@ def iwae_estimate(model: Any, view: View, k: int, max_batch: int, seed: int,
             m = c.stop - c.start
             eps = rng.standard_normal((m, b, mean.shape[-1]))
             z[c] = mean + np.exp(0.5 * log_var) * eps
-            log_prior_ratio[c] = (prior.log_prob(z[c].reshape(m * b, -1)).reshape(m, b)
+            log_prior_ratio[c] = (log_prior(z[c].reshape(m * b, -1)).reshape(m, b)
                                   - log_diag_normal_from_eps(eps, log_var))
             log_w[c] = _decoded_log_likelihood(fast, z[c], x) + log_prior_ratio[c]
         if fast is not exact and left_over < 1:
