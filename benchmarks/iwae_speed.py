@@ -1,15 +1,19 @@
-"""The k = 5000 IWAE evaluation: today's `iwae_nll` against the previous code path, one run.
+"""The k = 5000 IWAE evaluation: today's code paths against the previous one, in one run.
 
     python benchmarks/iwae_speed.py [--samples 5000] [--images 20] [--rounds 3] [--out FILE]
-                                    [--model models/vae.keras]
+                                    [--model models/vae.keras] [--paths reference float32 bfloat16]
 
 The model is the default architecture of params.yaml (untrained: speed does not depend on the
 weights) with a seeded 50-component mixture prior, as `configs/long.yaml` evaluates it, on
 seeded binary pixels; or, with --model, a trained VAE with its own prior on the first test
 digits of the local MNIST mirror, binarised with a fixed seed (estimates near the real ones).
-Rounds interleave the two paths, so load from other processes hits them alike; the report
-gives each path's median wall and CPU seconds, the ratios of the medians, and the largest
-per-image difference between the two estimates in nats (same seed, same draws).
+The paths: `reference` (main's `iwae_nll` before the speed work, the baseline), `float32`
+(today's evaluation), `bfloat16` (`evaluate.iwae_precision: bfloat16`: bf16 decoding, the
+heaviest samples of each image decoded again in float32) and, on request, `bfloat16_unrefined`
+(bf16 alone: what the refinement is for). Rounds interleave the paths, so load
+from other processes hits them alike; the report gives each path's median wall and CPU seconds,
+their ratios to the baseline's, and the mean and largest per-image difference of its estimates
+from the baseline's in nats (same seed, same draws).
 """
 
 from __future__ import annotations
@@ -75,6 +79,22 @@ def reference_iwae_nll(model: Any, view: Any, k: int, max_batch: int, seed: int)
     return np.concatenate(out)
 
 
+def _estimate(precision: str, left_over: float | None = None) -> Any:
+    """A path timing `iwae_estimate` in `precision` (and a left-over weight for bfloat16)."""
+    def run(model: Any, view: Any, k: int, max_batch: int, seed: int) -> Any:
+        from mnist_vae.evaluation import REFINE_LEFT_OVER, iwae_estimate
+
+        return iwae_estimate(model, view, k, max_batch, seed, precision,
+                             REFINE_LEFT_OVER if left_over is None else left_over)
+    return run
+
+
+# the previous path (the baseline); today's float32; bfloat16 refined in float32 as
+# `evaluate.iwae_precision: bfloat16` runs it; bfloat16 with nothing refined (not offered)
+PATHS = {"reference": reference_iwae_nll, "float32": _estimate("float32"),
+         "bfloat16": _estimate("bfloat16"), "bfloat16_unrefined": _estimate("bfloat16", 1.0)}
+
+
 def seeded_mixture(dim: int, components: int, seed: int) -> Any:
     """A well-conditioned random Gaussian mixture, the shape of the fitted prior."""
     from mnist_vae.prior import GaussianMixture
@@ -117,51 +137,74 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--model", type=Path, default=None, help="a trained .keras VAE")
+    parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS)[:3],
+                        help="code paths to time, the first the baseline (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
     from mnist_vae import losses
     from mnist_vae.config import load_params
-    from mnist_vae.evaluation import View, iwae_nll
+    from mnist_vae.evaluation import View
 
     model, images = benchmark_inputs(args.model, args.images)
     view = View("bernoulli_binarized", images, losses.bernoulli_nll)
     max_batch = load_params(ROOT / "params.yaml").evaluate.iwae_max_batch
-    paths = {"reference": reference_iwae_nll, "current": iwae_nll}
-    for fn in paths.values():  # warm-up: trace graphs, load kernels
-        fn(model, View(view.name, images[:1], view.nll), 100, max_batch, 0)
+    paths = {name: PATHS[name] for name in args.paths}
+    for run in paths.values():  # warm-up: trace graphs, load kernels
+        run(model, View(view.name, images[:1], view.nll), 100, max_batch, 0)
     seconds: dict[str, list[float]] = {name: [] for name in paths}
     cpu_seconds: dict[str, list[float]] = {name: [] for name in paths}
-    estimates: dict[str, np.ndarray] = {}
+    results: dict[str, Any] = {}
     for r in range(args.rounds):
-        for name, fn in paths.items():
+        for name, run in paths.items():
             start, cpu_start = time.perf_counter(), time.process_time()
-            estimates[name] = fn(model, view, args.samples, max_batch, 7)
+            results[name] = run(model, view, args.samples, max_batch, 7)
             seconds[name].append(time.perf_counter() - start)
             cpu_seconds[name].append(time.process_time() - cpu_start)
             print(f"round {r + 1} {name}: {seconds[name][-1]:.1f} s "
                   f"({cpu_seconds[name][-1]:.1f} CPU s)", flush=True)
-    medians = {name: statistics.median(s) for name, s in seconds.items()}
-    cpu_medians = {name: statistics.median(s) for name, s in cpu_seconds.items()}
     report = {
         "date": dt.date.today().isoformat(), "cpu": cpu_model(), "cores": os.cpu_count(),
         "load_avg_1min": os.getloadavg()[0], "samples": args.samples, "images": args.images,
         "rounds": args.rounds, "max_batch": max_batch,
         "model": str(args.model) if args.model else "untrained default, seeded mixture prior",
         "prior_components": model.prior_distribution().components,
-        "seconds": seconds, "median_seconds": medians,
-        "ratio_of_medians": medians["reference"] / medians["current"],
-        "round_ratios": [a / b for a, b in zip(seconds["reference"], seconds["current"],
-                                                        strict=True)],
-        "cpu_seconds": cpu_seconds, "median_cpu_seconds": cpu_medians,
-        "cpu_ratio_of_medians": cpu_medians["reference"] / cpu_medians["current"],
-        "max_abs_diff_nats": float(np.max(np.abs(estimates["reference"] - estimates["current"]))),
-        "mean_nll": {name: float(np.mean(e)) for name, e in estimates.items()},
+        "baseline": args.paths[0], "seconds": seconds, "cpu_seconds": cpu_seconds,
+        **comparison(args.paths[0], seconds, cpu_seconds, results),
     }
     print(json.dumps(report, indent=2))
     if args.out:
         args.out.write_text(json.dumps(report, indent=2) + "\n")
     return 0
+
+
+def comparison(baseline: str, seconds: dict[str, list[float]],
+               cpu_seconds: dict[str, list[float]], results: dict[str, Any]) -> dict[str, Any]:
+    """Each path against the baseline: ratios of median wall and CPU seconds (> 1: faster),
+    per-round wall ratios, and how far its estimates are from the baseline's, in nats."""
+    nll = {name: getattr(result, "nll", result) for name, result in results.items()}
+    out: dict[str, Any] = {"median_seconds": {}, "median_cpu_seconds": {}, "paths": {}}
+    for name in seconds:
+        out["median_seconds"][name] = statistics.median(seconds[name])
+        out["median_cpu_seconds"][name] = statistics.median(cpu_seconds[name])
+        diff = nll[name] - nll[baseline]
+        out["paths"][name] = {
+            "wall_ratio": statistics.median(seconds[baseline]) / statistics.median(seconds[name]),
+            "cpu_ratio": (statistics.median(cpu_seconds[baseline])
+                          / statistics.median(cpu_seconds[name])),
+            "round_ratios": [a / b for a, b in zip(seconds[baseline], seconds[name],
+                                                   strict=True)],
+            "mean_nll": float(np.mean(nll[name])),
+            "mean_diff_nats": float(np.mean(diff)),
+            "max_abs_diff_nats": float(np.max(np.abs(diff))),
+            "p99_abs_diff_nats": float(np.quantile(np.abs(diff), 0.99)),
+        }
+        if hasattr(results[name], "refined_fraction"):
+            out["paths"][name] |= {
+                "refined_fraction": results[name].refined_fraction,
+                "bf16_max_error_nats": results[name].bf16_max_error,
+                "max_shift_nats": results[name].max_shift_nats}
+    return out
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The benchmark harness's pure parts: curves, targets, ratios, bars, the probe clock, the
 report and the params.yaml edit of the overhead timing. The benchmark itself is not a test."""
 
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +16,8 @@ from benchmarks.probe import Probe
 from mnist_vae import evaluation as ev
 from mnist_vae.prior import GaussianMixture
 from toy_models import LinearGaussianVAE, ShiftedPriorVAE
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def point(t, value, epoch=0, epoch_end=False, images=0):
@@ -378,3 +381,18 @@ def test_serve_load_measures_a_real_server_against_a_baseline_revision(tmp_path)
         assert figures["requests_per_s"] > 0 and figures["peak_rss_mb"] > 100
     assert set(results["ratios"]) == {"p50", "p99", "throughput"}
     assert results["cpu"] and results["rows_per_request"] == 4
+
+
+def test_iwae_speed_times_every_path_against_the_previous_one(tmp_path):
+    out = tmp_path / "iwae.json"
+    subprocess.run([sys.executable, "benchmarks/iwae_speed.py", "--samples", "30", "--images",
+                    "2", "--rounds", "1", "--out", str(out)], cwd=REPO, check=True,
+                   capture_output=True, env=os.environ | {"PYTHONPATH": f"{REPO / 'src'}:{REPO}"})
+    report = json.loads(out.read_text())
+    assert report["baseline"] == "reference" and report["cpu"]
+    paths = report["paths"]
+    assert set(paths) == {"reference", "float32", "bfloat16"}
+    assert paths["reference"]["max_abs_diff_nats"] == 0 and paths["reference"]["wall_ratio"] == 1
+    assert paths["float32"]["max_abs_diff_nats"] < 1e-3
+    assert 0 < paths["bfloat16"]["refined_fraction"] <= 1
+    assert paths["bfloat16"]["max_abs_diff_nats"] < 0.01

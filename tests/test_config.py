@@ -65,6 +65,8 @@ def test_missing_sections_take_defaults():
         ({"download": {"mirrors": ["ftp://x/"]}}, "download.mirrors: must contain only http"),
         ({"evaluate": {"iwae_views": "grey"}},
          "evaluate.iwae_views: must be one of 'all', 'trained'"),
+        ({"evaluate": {"iwae_precision": "float16"}},
+         "evaluate.iwae_precision: must be one of 'float32', 'bfloat16', 'auto'"),
         ({"paths": ["data"]}, "paths: must be a mapping"),
         (["download"], "params.yaml: must be a mapping of sections"),
     ],

@@ -62,6 +62,9 @@ def test_stage_deps_are_exactly_its_import_closure(name):
     stage = STAGES[name]
     entry = f"stages/{name}.py"
     assert stage["cmd"] == f"python {entry}", f"{name}: expected cmd `python {entry}`"
+    deps = [str(d) for d in stage.get("deps", [])]
+    twice = sorted({d for d in deps if deps.count(d) > 1})
+    assert not twice, f"dvc.yaml stage {name}: deps listed twice {twice}; run `make deps`"
     modules, stage_files = code_deps(stage)
     assert stage_files == {entry}, f"{name}: deps should name {entry} and no other stage file"
     closure = import_closure(REPO_ROOT / entry)

@@ -1,5 +1,6 @@
 """Metric arithmetic on hand-made models whose densities are known in closed form."""
 
+import dataclasses
 import json
 import math
 
@@ -312,7 +313,7 @@ def test_per_class_neg_elbo_is_the_mean_over_that_digit():
     grey = np.repeat((labels / 10.0)[:, None, None, None], 28, 1).repeat(28, 2).astype(np.float32)
     model = ConstantVAE(mean=[0.0], log_var=[0.0], logit=0.0, likelihood="gaussian")
     cfg = EvaluateConfig(iwae_samples=2, iwae_images=0, batch_size=7)
-    test, per_class, _ = ev.evaluate_likelihood(model, ev.build_views("gaussian", grey, None),
+    test, per_class, _, _ = ev.evaluate_likelihood(model, ev.build_views("gaussian", grey, None),
                                                 grey, labels, cfg)
     for d in range(10):
         expected = 784 * (d / 10 - 0.5) ** 2 + 392 * math.log(math.pi)
@@ -330,7 +331,7 @@ EXPECTED_KEYS = {
                 "test_recognisable", "test_class_entropy", "class_fraction"},
     "meta": {"likelihood", "trained_view", "test_images", "iwae_samples", "iwae_images",
              "prior_samples", "digit_samples", "style_images", "prior_components",
-             "kl_estimator",
+             "kl_estimator", "iwae_precision",
              "gaussian_nll_constant", "seconds"},
     "meta.seconds": {"elbo", "iwae", "active_units", "samples", "total"},
 }
@@ -574,3 +575,82 @@ def test_iwae_is_the_same_number_for_the_same_seed(vae_with_mixture):
                                   first)
     assert not np.array_equal(ev.iwae_nll(vae_with_mixture, view, k=40, max_batch=50, seed=10),
                               first)
+
+
+# --- bfloat16 decoding, refined in float32 where the weight is --------------------------------
+
+
+def test_refine_heaviest_recomputes_the_samples_holding_the_weight():
+    log_w = np.log(np.array([[0.6, 0.1], [0.3, 0.1], [0.0999, 0.1], [0.0001, 0.7]]))
+    ratio = np.zeros_like(log_w)
+    z = np.arange(8, dtype=np.float64).reshape(4, 2, 1)  # z[i, j] names sample i of image j
+    x = np.zeros((2, 1))
+    seen = []
+
+    def exact(z_rows, x_rows):
+        seen.extend(int(v) for v in z_rows[:, 0])
+        return np.full(len(z_rows), np.log(0.5))
+
+    count, error, shift = ev.refine_heaviest(log_w, ratio, z, x, exact, left_over=1e-3)
+    # image 0: 0.6 + 0.3 + 0.0999 leaves 1e-4 < 1e-3; image 1: all four (0.1 each is left)
+    assert sorted(seen) == [0, 1, 2, 3, 4, 5, 7] and count == 7
+    assert log_w[0, 0] == log_w[3, 1] == np.log(0.5) and log_w[3, 0] == np.log(0.0001)
+    assert error == pytest.approx(np.log(0.5) - np.log(0.0999))
+    assert 0 < shift < 1e-3  # image 0's 1e-4 left over, at that error
+
+
+def test_bfloat16_iwae_keeps_the_float32_estimate_within_its_stated_bound(vae_with_mixture):
+    view = ev.View("bernoulli", _binary_images(4, seed=6), losses.bernoulli_nll)
+    exact = ev.iwae_estimate(vae_with_mixture, view, k=200, max_batch=400, seed=3)
+    fast = ev.iwae_estimate(vae_with_mixture, view, k=200, max_batch=400, seed=3,
+                            precision="bfloat16")
+    assert exact.refined_fraction == 1.0 and exact.max_shift_nats == 0.0
+    assert 0 < fast.refined_fraction < 1 and fast.bf16_max_error > 0
+    assert fast.max_shift_nats < 0.01
+    np.testing.assert_allclose(fast.nll, exact.nll, rtol=0, atol=fast.max_shift_nats + 1e-4)
+
+
+def test_bfloat16_iwae_refining_everything_is_the_float32_estimate(vae_with_mixture):
+    view = ev.View("bernoulli", _binary_images(3, seed=7), losses.bernoulli_nll)
+    fast = ev.iwae_estimate(vae_with_mixture, view, k=60, max_batch=100, seed=4,
+                            precision="bfloat16", left_over=0.0)
+    assert fast.refined_fraction == 1.0
+    np.testing.assert_allclose(fast.nll, ev.iwae_nll(vae_with_mixture, view, 60, 100, seed=4),
+                               rtol=1e-6)
+
+
+def test_bfloat16_iwae_unrefined_says_it_knows_no_bound(vae_with_mixture):
+    view = ev.View("bernoulli", _binary_images(3, seed=7), losses.bernoulli_nll)
+    raw = ev.iwae_estimate(vae_with_mixture, view, k=60, max_batch=100, seed=4,
+                           precision="bfloat16", left_over=1.0)
+    assert raw.refined_fraction == 0.0
+    assert raw.bf16_max_error is None and raw.max_shift_nats is None
+    exact = ev.iwae_nll(vae_with_mixture, view, 60, 100, seed=4)
+    assert not np.array_equal(raw.nll, exact)
+    np.testing.assert_allclose(raw.nll, exact, atol=1.0)
+
+
+@pytest.mark.parametrize(("flags", "used"), [([], "float32"), (["avx512_bf16"], "bfloat16"),
+                                             (["amx_bf16"], "bfloat16")])
+def test_auto_iwae_precision_is_bfloat16_only_on_native_bf16(monkeypatch, flags, used):
+    monkeypatch.setattr(ev, "cpu_facts", lambda: {"model": "test CPU", "bf16_flags": flags})
+    assert ev.iwae_precision("auto") == used
+    assert ev.iwae_precision("float32") == "float32"
+    assert ev.iwae_precision("bfloat16") == "bfloat16"
+
+
+def test_evaluate_records_the_iwae_precision_and_its_refinement(vae_with_mixture):
+    grey, labels = _binary_images(6, seed=8), np.arange(6) % 10
+    cfg = EvaluateConfig(iwae_samples=50, iwae_images=0, batch_size=6, iwae_max_batch=100,
+                         iwae_precision="bfloat16")
+    views = ev.build_views("bernoulli", grey, None)
+    test, _, _, facts = ev.evaluate_likelihood(vae_with_mixture, views, grey, labels, cfg)
+    assert facts["asked"] == facts["used"] == "bfloat16"
+    assert 0 < facts["bernoulli"]["refined_fraction"] <= 1
+    assert facts["bernoulli"]["max_shift_nats"] < 0.01
+    exact_cfg = dataclasses.replace(cfg, iwae_precision="float32")
+    exact, _, _, exact_facts = ev.evaluate_likelihood(vae_with_mixture, views, grey, labels,
+                                                      exact_cfg)
+    assert exact_facts["bernoulli"]["refined_fraction"] == 1.0
+    assert test["bernoulli"]["iwae_nll"] == pytest.approx(exact["bernoulli"]["iwae_nll"],
+                                                          abs=0.01)

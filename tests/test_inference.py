@@ -70,3 +70,39 @@ def test_log_likelihood_in_the_phase_layout_equals_the_pixel_layout(monkeypatch,
     eager = -nll(np.tile(x, (2, 1, 1, 1)), decoder(z, training=False)).numpy()
     np.testing.assert_allclose(plain, eager, rtol=1e-6)
     np.testing.assert_allclose(fast, plain, rtol=1e-5)
+
+
+def test_a_bfloat16_decoder_computes_in_bf16_and_stays_near_float32():
+    decoder = _randomised(build_decoder(SMALL, latent_dim=4, slope=0.3), seed=5)
+    x = (np.random.default_rng(6).random((3, 28, 28, 1)) < 0.3).astype("float32")
+    z = np.random.default_rng(7).standard_normal((6, 4)).astype("float32")
+    exact = inference.log_likelihood_fn(_Decoding(decoder), losses.bernoulli_nll)(z, x)
+    bf16 = inference.log_likelihood_fn(_Decoding(decoder), losses.bernoulli_nll, "bfloat16")(z, x)
+    assert bf16.dtype == np.float64
+    assert not np.array_equal(bf16, exact)  # bf16 arithmetic really ran
+    np.testing.assert_allclose(bf16, exact, rtol=2e-2)
+
+
+def test_the_bfloat16_decoder_keeps_the_weights_and_the_phase_layout():
+    decoder = _randomised(build_decoder(SMALL, latent_dim=4, slope=0.3), seed=8)
+    clone = inference.bfloat16_decoder(decoder)
+    assert clone.layers[-1].compute_dtype == "bfloat16"
+    for ours, theirs in zip(clone.get_weights(), decoder.get_weights(), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    z = np.random.default_rng(9).standard_normal((5, 4)).astype("float32")
+    phase = inference.phase_logits(clone)
+    want = tf.cast(clone(z, training=False), tf.float32).numpy()
+    got = tf.cast(tf.nn.depth_to_space(phase(z), 2), tf.float32).numpy()
+    np.testing.assert_allclose(got, want, atol=0.05 * np.abs(want).max())
+
+
+def test_the_compiled_log_prior_is_the_mixtures_log_prob():
+    from benchmarks.iwae_speed import seeded_mixture
+    from mnist_vae.prior import GaussianMixture
+
+    z = np.random.default_rng(10).standard_normal((300, 5)) * 2
+    mixture = seeded_mixture(5, 7, seed=11)
+    np.testing.assert_allclose(inference.log_prior_fn(mixture)(z), mixture.log_prob(z),
+                               rtol=1e-12)
+    standard = GaussianMixture.standard(5)
+    np.testing.assert_array_equal(inference.log_prior_fn(standard)(z), standard.log_prob(z))

@@ -365,6 +365,8 @@ class EvaluateConfig:
     iwae_images: int = checked(2000, non_negative, at_most(MNIST_TEST_IMAGES))  # 0 = all
     iwae_max_batch: int = checked(5000, positive)  # images x samples decoded at once (memory)
     iwae_views: Literal["all", "trained"] = "all"  # trained: the IWAE on the trained view only
+    # bfloat16: bf16 decoding, the heaviest samples again in float32; auto: bf16 on native bf16
+    iwae_precision: Literal["float32", "bfloat16", "auto"] = "float32"
     active_threshold: float = checked(0.01, positive)  # Burda et al.'s covariance criterion
     prior_samples: int = checked(10000, positive)  # N samples from the prior for sample quality
     digit_samples: int = checked(1000, positive)  # samples asked for each digit (p(z | digit))
