@@ -22,6 +22,7 @@ def main() -> int:
     tracking.stop_on_sigterm()  # SIGTERM ends the run KILLED, not left RUNNING
     params = load_params()
     paths = params.paths
+    outage_s = params.tracking.outage_s  # how long a mid-run store outage may last
     try:  # a non-chief worker trains alongside the chief and writes nothing
         if not distribute.is_chief(params.train.distribute):
             from mnist_vae import training
@@ -41,7 +42,7 @@ def main() -> int:
             with live.DvcLiveLogger(paths.dvclive) as logger:
                 result = training.train(splits, params.data, params.model, params.train,
                                         checkpoint_dir, logger,
-                                        callbacks=[tracking.epoch_metrics_callback()],
+                                        callbacks=[tracking.epoch_metrics_callback(outage_s)],
                                         verbose=1 if sys.stdout.isatty() else 2)  # bar or line
                 logger.log_summary(result.facts, result.history)
         except (training.TrainingDiverged, distribute.DistributeError) as err:
@@ -51,7 +52,7 @@ def main() -> int:
             print(f"train: {distribute.describe_lost_worker(err)}", file=sys.stderr)
             raise SystemExit(1) from None
         resumed = result.history[:result.facts["resumed_from_epoch"]]  # epochs of a killed run
-        tracking.log_epochs([training.keras_logs(record) for record in resumed])
+        tracking.log_epochs([training.keras_logs(record) for record in resumed], outage_s)
         result.facts["stage_wall_time_s"] = round(time.perf_counter() - started, 2)
         training.save_model(result.model, paths.model)
         training.write_progress(paths.progress, result.progress)

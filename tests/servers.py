@@ -19,7 +19,7 @@ from mlflow_helpers import VENV_BIN, subprocess_env
 
 def start(args: list, log: Path, env: dict, cwd: Path) -> subprocess.Popen:
     """A server in its own process group (it forks workers), logging to `log`."""
-    with open(log, "wb") as out:
+    with open(log, "ab") as out:  # a restarted server adds to its log
         return subprocess.Popen([str(a) for a in args], stdout=out, stderr=subprocess.STDOUT,
                                 env=env, cwd=cwd, start_new_session=True)
 
@@ -52,9 +52,10 @@ def stop(proc: subprocess.Popen, grace_s: float = 10) -> None:
 
 
 @contextlib.contextmanager
-def mlflow_server(root: Path) -> Iterator[tuple[str, subprocess.Popen]]:
-    """`mlflow server` on a free 127.0.0.1 port, its SQLite store and artifacts under `root`."""
-    port = unused_port()
+def mlflow_server(root: Path, port: int | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`mlflow server` on 127.0.0.1 (a free port unless given), its SQLite store and artifacts
+    under `root` (a second server on the same root and port is the first one restarted)."""
+    port = port or unused_port()
     log = root / "server.log"
     proc = start([VENV_BIN / "mlflow", "server", "--host", "127.0.0.1", "--port", port,
                   "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",

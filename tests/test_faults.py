@@ -30,6 +30,7 @@ from mlflow_helpers import subprocess_env
 from servers import mlflow_server
 
 TIMEOUT_S = 2  # tracking.server_timeout_s in the children
+OUTAGE_S = 2  # tracking.outage_s in the children: how long a dead store is waited for
 BOUND_S = 120  # the longest any wait in these tests may take, under any machine load
 
 CHILD = textwrap.dedent("""
@@ -38,14 +39,15 @@ CHILD = textwrap.dedent("""
     from mnist_vae.config import parse_params
     from mnist_vae.stage_exit import run_stage
 
-    ticks, timeout, grace = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+    ticks, timeout, grace, outage = (int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]),
+                                     float(sys.argv[4]))
 
     def main():
-        params = parse_params({"tracking": {"server_timeout_s": timeout}})
+        params = parse_params({"tracking": {"server_timeout_s": timeout, "outage_s": outage}})
         with tracking.training_run(params) as run:
             print("OPEN", run.run_id, flush=True)
             for step in range(ticks):
-                tracking.log_metrics({"tick": float(step)})
+                tracking.log_epoch(step, {"tick": float(step)}, outage)
                 if step == 9:
                     print("LOGGED", flush=True)  # metrics reach the store: fault time
                 time.sleep(0.05)
@@ -61,9 +63,10 @@ class Child:
     it), its lines awaited with a bound; killed when the test ends."""
 
     def __init__(self, tmp: Path, uri: str, ticks: int, timeout_s: float = TIMEOUT_S,
-                 grace_s: float = 20.0):
+                 grace_s: float = 20.0, outage_s: float = OUTAGE_S):
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", CHILD, str(ticks), str(timeout_s), str(grace_s)], cwd=tmp,
+            [sys.executable, "-c", CHILD, str(ticks), str(timeout_s), str(grace_s),
+             str(outage_s)], cwd=tmp,
             text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=subprocess_env(MLFLOW_TRACKING_URI=uri, DVC_ROOT=str(tmp)))
         self.stdout: queue.Queue[str] = queue.Queue()
@@ -221,8 +224,31 @@ def test_a_server_killed_mid_run_stops_the_stage_within_the_bound(child, trackin
     print(f"server killed mid-run: stage stopped {seconds:.1f} s later (timeout {TIMEOUT_S} s)")
     assert proc.returncode == 1
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and "rerun the stage" in lines[0], err
+    said = [line for line in lines if not line.startswith("tracking: the store failed")]
+    assert len(said) == 1 and "rerun the stage" in said[0], err
     assert seconds < 30
+
+
+@pytest.mark.slow
+def test_a_server_restarted_mid_run_loses_and_duplicates_no_epoch(child, tmp_path):
+    store, ticks = tmp_path / "server", 60
+    store.mkdir()
+    with mlflow_server(store) as (uri, server):
+        proc = child(uri, ticks=ticks, outage_s=BOUND_S)
+        run_id = _opened_run(proc)
+        proc.wait_line("LOGGED")
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=30)
+        down = time.monotonic()
+    with mlflow_server(store, port=int(uri.rsplit(":", 1)[1])):
+        print(f"server restarted: down {time.monotonic() - down:.1f} s")
+        out, err = proc.finish(BOUND_S, " after its tracking server came back")
+        assert proc.returncode == 0, err
+        assert f"DONE {run_id}" in out
+        history = MlflowClient(uri).get_metric_history(run_id, "tick")
+        assert sorted(m.step for m in history) == list(range(ticks)), "each tick exactly once"
+        assert MlflowClient(uri).get_run(run_id).info.status == "FINISHED"
+    assert "tracking.outage_s" in err and "the store is back" in err, err
 
 
 # --- signals -------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ def _train(params, epochs=0):
             vae.compile(optimizer="adam")
             x = np.random.default_rng(0).random((16, 28, 28, 1)).astype("float32")
             vae.fit(x, validation_data=(x[:8],), epochs=epochs, batch_size=8, verbose=0,
-                    callbacks=[tracking.epoch_metrics_callback()])
+                    callbacks=[tracking.epoch_metrics_callback(params.tracking.outage_s)])
             vae.save(paths.model)
         facts = {"epochs_run": epochs, "wall_time_s": 1.5}
         write_json(paths.train_facts, facts)
@@ -239,3 +239,61 @@ def test_the_logged_model_loads_back_as_the_vae(store):
     original = load_vae(params.paths.model)
     z = np.zeros((2, 3), "float32")
     np.testing.assert_allclose(loaded.decode(z), original.decode(z), atol=1e-6)
+
+
+def _failing(codes: list[str]):
+    """A `send` that fails with each MLflow error code in turn, then succeeds; counts calls."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import ErrorCode
+
+    calls = []
+
+    def send():
+        calls.append(1)
+        if len(calls) <= len(codes):
+            code = ErrorCode.Value(codes[len(calls) - 1])
+            raise MlflowException("store says no", error_code=code)
+
+    return send, calls
+
+
+def test_a_store_outage_shorter_than_the_bound_is_waited_out(capsys):
+    send, calls = _failing(["TEMPORARILY_UNAVAILABLE", "INTERNAL_ERROR"])
+    tracking.resend_through_outage(send, outage_s=5, what="epoch 3 metrics", pause_s=0.01)
+    assert len(calls) == 3
+    said = capsys.readouterr().err.splitlines()
+    assert len(said) == 2 and "tracking.outage_s" in said[0], said
+    assert said[1] == "tracking: the store is back; epoch 3 metrics logged"
+
+
+def test_a_store_outage_past_the_bound_fails_and_a_refusal_fails_at_once():
+    from mlflow.exceptions import MlflowException
+
+    send, calls = _failing(["TEMPORARILY_UNAVAILABLE"] * 1000)
+    with pytest.raises(MlflowException, match="store says no"):
+        tracking.resend_through_outage(send, outage_s=0.2, what="x", pause_s=0.01)
+    assert 2 <= len(calls) < 1000
+    send, calls = _failing(["INVALID_PARAMETER_VALUE", "INTERNAL_ERROR"])
+    with pytest.raises(MlflowException):
+        tracking.resend_through_outage(send, outage_s=5, what="x", pause_s=0.01)
+    assert len(calls) == 1, "a 4xx refusal is not resent"
+
+
+def test_an_epoch_whose_reply_was_lost_after_the_write_is_stored_once(store, monkeypatch):
+    params = tiny_params()
+    real = MlflowClient.log_batch
+    lost = []
+
+    def write_then_lose_reply(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        if not lost:
+            lost.append(1)
+            from mlflow.exceptions import MlflowException
+            raise MlflowException("connection reset", error_code="INTERNAL_ERROR")
+
+    monkeypatch.setattr(MlflowClient, "log_batch", write_then_lose_reply)
+    monkeypatch.setattr(tracking.time, "sleep", lambda s: None)
+    with tracking.training_run(params) as run:
+        tracking.log_epoch(0, {"loss": 3.5, "val_loss": 4.0}, outage_s=5)
+    for key in ("loss", "val_loss"):
+        assert len(MlflowClient().get_metric_history(run.run_id, key)) == 1, key

@@ -406,6 +406,9 @@ class TrackingConfig:
     comparable_on: tuple[str, ...] = ("data.test_limit",)
     # a tracking server that does not answer within this time fails the stage before training
     server_timeout_s: float = checked(3.0, positive)
+    # a store down this long mid-run (a restart, a database failover) fails the stage; until
+    # then each epoch's metrics are resent
+    outage_s: float = checked(30.0, positive)
     serve_max_rows: int = checked(256, positive)  # most latent vectors one request may send
 
 

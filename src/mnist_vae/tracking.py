@@ -17,7 +17,8 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -262,21 +263,64 @@ def log_params(params: Params, *stages: str) -> None:
     mlflow.log_params({k: v for k, v in wanted.items() if k not in existing})
 
 
-def epoch_metrics_callback():
-    """MLflow's own Keras callback: per-epoch `logs` as metrics, step = epoch (0-based)."""
+def epoch_metrics_callback(outage_s: float):
+    """MLflow's own Keras callback (optimizer params, model summary), but each epoch's `logs`
+    sent before the next epoch starts and resent through a store outage (`log_epoch`)."""
     from mlflow.keras import MlflowCallback  # imports Keras: only the training stage needs it
 
     class EpochMetrics(MlflowCallback):
+        def on_epoch_end(self, epoch, logs=None):
+            """Keras' per-epoch logs (`val_*` included) at step = epoch, 0-based."""
+            log_epoch(epoch, logs or {}, outage_s)
+
         def on_test_end(self, logs=None):
             """Skip: `val_*` already arrive with each epoch's logs, with their step."""
 
     return EpochMetrics()
 
 
-def log_epochs(epochs: list[dict[str, float]]) -> None:
+def log_epochs(epochs: list[dict[str, float]], outage_s: float) -> None:
     """Per-epoch metrics done before a resume (step = epoch index), so the run has the curve."""
     for step, logs in enumerate(epochs):
-        mlflow.log_metrics(logs, step=step)
+        log_epoch(step, logs, outage_s)
+
+
+def log_epoch(step: int, logs: Mapping[str, float], outage_s: float) -> None:
+    """One epoch's metrics in one call, resent unchanged (same timestamp) while the store is
+    down, for up to `outage_s`: the store keeps one copy of an identical metric, so a reply
+    lost after the write cannot duplicate it (MLflow's asynchronous logging lost the epoch)."""
+    from mlflow.entities import Metric
+
+    stamp = int(time.time() * 1000)
+    metrics = [Metric(key, float(value), stamp, step) for key, value in logs.items()]
+    run_id = mlflow.active_run().info.run_id
+    client = mlflow.MlflowClient()
+    resend_through_outage(lambda: client.log_batch(run_id, metrics=metrics, synchronous=True),
+                          outage_s, f"epoch {step} metrics")
+
+
+def resend_through_outage(send: Callable[[], Any], outage_s: float, what: str,
+                          pause_s: float = 1.0) -> None:
+    """Call `send` until it succeeds; a server-side failure (5xx, no connection) is retried
+    until `outage_s` has passed, then raised; a refusal (4xx) is raised at once."""
+    from mlflow.exceptions import MlflowException
+
+    deadline = time.monotonic() + outage_s
+    announced = False
+    while True:
+        try:
+            send()
+            break
+        except MlflowException as err:
+            if err.get_http_status_code() < 500 or time.monotonic() + pause_s > deadline:
+                raise
+            if not announced:
+                print(f"tracking: the store failed ({_first_line(err)}); resending {what} for "
+                      f"up to {outage_s:g} s (tracking.outage_s)", file=sys.stderr, flush=True)
+                announced = True
+        time.sleep(pause_s)
+    if announced:
+        print(f"tracking: the store is back; {what} logged", file=sys.stderr, flush=True)
 
 
 def numeric_items(data: Any, prefix: str = "", sep: str = "/") -> dict[str, float]:
