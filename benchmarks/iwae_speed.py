@@ -105,14 +105,6 @@ def seeded_mixture(dim: int, components: int, seed: int) -> Any:
                            np.linalg.cholesky(a @ np.swapaxes(a, 1, 2)))
 
 
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo."""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
-
-
 def benchmark_inputs(model_path: Path | None, n_images: int) -> tuple[Any, np.ndarray]:
     """(model, binary images): the untrained default with a seeded prior on seeded pixels, or
     a trained model on the first test digits binarised with seed 0."""
@@ -145,6 +137,7 @@ def main() -> int:
     from mnist_vae import losses
     from mnist_vae.config import load_params
     from mnist_vae.evaluation import View
+    from mnist_vae.precision import cpu_facts
 
     model, images = benchmark_inputs(args.model, args.images)
     view = View("bernoulli_binarized", images, losses.bernoulli_nll)
@@ -164,7 +157,7 @@ def main() -> int:
             print(f"round {r + 1} {name}: {seconds[name][-1]:.1f} s "
                   f"({cpu_seconds[name][-1]:.1f} CPU s)", flush=True)
     report = {
-        "date": dt.date.today().isoformat(), "cpu": cpu_model(), "cores": os.cpu_count(),
+        "date": dt.date.today().isoformat(), "cpu": cpu_facts()["model"], "cores": os.cpu_count(),
         "load_avg_1min": os.getloadavg()[0], "samples": args.samples, "images": args.images,
         "rounds": args.rounds, "max_batch": max_batch,
         "model": str(args.model) if args.model else "untrained default, seeded mixture prior",

@@ -42,13 +42,6 @@ registry.save_model(sys.argv[1], build_vae(params.model), params.tracking.serve_
 """
 
 
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
-
-
 def save_model(dest: Path, src: Path) -> None:
     """An MLflow model of an untrained VAE whose code/ is the package under `src`."""
     env = {**os.environ, "PYTHONPATH": str(src), "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -197,13 +190,14 @@ def main(argv: list[str] | None = None) -> int:
 
     sys.path.insert(0, str(ROOT / "src"))
     from mnist_vae.config import load_params
+    from mnist_vae.precision import cpu_facts
 
     width = load_params(ROOT / "params.yaml").model.latent_dim
     z = np.random.default_rng(0).standard_normal((args.rows, width)).astype("float32")
     body = json.dumps({"inputs": z.tolist()}).encode()
-    results: dict = {"cpu": cpu_model(), "cores": os.cpu_count(), "requests": args.requests,
-                     "threads": args.threads, "rows_per_request": args.rows,
-                     "body_bytes": len(body)}
+    results: dict = {"cpu": cpu_facts()["model"], "cores": os.cpu_count(),
+                     "requests": args.requests, "threads": args.threads,
+                     "rows_per_request": args.rows, "body_bytes": len(body)}
     with tempfile.TemporaryDirectory(prefix="serve-load-") as tmp:
         work = Path(tmp)
         if args.baseline:

@@ -18,7 +18,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import socket
 import statistics
 import tempfile
@@ -26,6 +25,7 @@ import time
 from pathlib import Path
 
 from mnist_vae import teamstack
+from mnist_vae.precision import cpu_facts
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODEL_BYTES = 2_500_000  # about models/vae.keras of the default config
@@ -36,13 +36,6 @@ def unused_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def files(root: Path) -> dict[str, list[Path]]:
@@ -151,9 +144,9 @@ def main() -> int:
     parts = ("open", "epochs", "artifacts", "register", "total")
     medians = {store: {p: statistics.median(s[p] for s in runs) for p in parts}
                for store, runs in samples.items()}
-    report = {"date": dt.date.today().isoformat(), "cpu": cpu_model(), "cores": os.cpu_count(),
-              "repeats": args.repeats, "epochs": args.epochs, "stack_startup_s": startup,
-              "auth_cache_ttl_s": args.auth_cache_ttl,
+    report = {"date": dt.date.today().isoformat(), "cpu": cpu_facts()["model"],
+              "cores": os.cpu_count(), "repeats": args.repeats, "epochs": args.epochs,
+              "stack_startup_s": startup, "auth_cache_ttl_s": args.auth_cache_ttl,
               "median_s": medians,
               "ratio_server_over_sqlite": {p: medians["server"][p] / medians["sqlite"][p]
                                            for p in parts}}

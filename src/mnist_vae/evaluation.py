@@ -129,14 +129,13 @@ class IwaeEstimate:
     #                                     error (None: nothing refined, nothing known)
 
 
-def iwae_nll(model: Any, view: View, k: int, max_batch: int, seed: int,
-             precision: str = "float32") -> np.ndarray:
+def iwae_nll(model: Any, view: View, k: int, max_batch: int, seed: int) -> np.ndarray:
     """Per-image -log p(x) estimated with k importance samples from q(z|x) (Burda et al.).
 
     -log mean_i exp(log p(x|z_i) + log p(z_i) - log q(z_i|x)), by logsumexp. With k = 1 it is
     a one-sample -ELBO; it can only decrease (in expectation) as k grows.
     """
-    return iwae_estimate(model, view, k, max_batch, seed, precision).nll
+    return iwae_estimate(model, view, k, max_batch, seed).nll
 
 
 def iwae_estimate(model: Any, view: View, k: int, max_batch: int, seed: int,

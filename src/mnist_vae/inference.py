@@ -107,10 +107,8 @@ def log_prior_fn(prior: GaussianMixture) -> Callable[[np.ndarray], np.ndarray]:
     contend with the decoder's), the closed form for N(0, I)."""
     if prior.is_standard:
         return prior.log_prob
-    inverse = np.linalg.inv(prior.scale_tril)  # [K, d, d]: L_k^-1 (z - mean_k) for every k
-    weights = tf.constant(inverse.reshape(-1, prior.dim).T)
-    shift = tf.constant(np.einsum("kij,kj->ki", inverse, prior.means))
-    log_det = np.sum(np.log(np.diagonal(prior.scale_tril, axis1=1, axis2=2)), axis=1)
+    weights, shift, log_det = prior.whitening()
+    weights, shift = tf.constant(weights), tf.constant(shift)
     offset = tf.constant(prior.normalized_log_weights - log_det - 0.5 * prior.dim * LOG_2PI)
 
     @tf.function(reduce_retracing=True)

@@ -56,16 +56,21 @@ class GaussianMixture:
         return not self.means.any() and np.array_equal(
             self.scale_tril, np.broadcast_to(np.eye(self.dim), self.scale_tril.shape))
 
+    def whitening(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(weights [d, K*d], shift [K, d], log_det [K]) with L_k^-1 (z - mean_k) for every k
+        as (z @ weights).reshape(N, K, d) - shift: one matrix product, much faster than K solves."""
+        inverse = np.linalg.inv(self.scale_tril)  # [K, d, d]
+        shift = np.einsum("kij,kj->ki", inverse, self.means)
+        log_det = np.sum(np.log(np.diagonal(self.scale_tril, axis1=1, axis2=2)), axis=1)
+        return inverse.reshape(-1, self.dim).T, shift, log_det
+
     def log_prob(self, z: np.ndarray) -> np.ndarray:
         """log p(z) for rows z [N, d]."""
         z = np.asarray(z, np.float64)
         if self.is_standard:
             return -0.5 * np.sum(z**2 + LOG_2PI, axis=-1)
-        # L_k^-1 (z - mean_k) for every k as one matrix product: much faster than K solves
-        inverse = np.linalg.inv(self.scale_tril)  # [K, d, d]
-        shift = np.einsum("kij,kj->ki", inverse, self.means)  # [K, d]
-        y = (z @ inverse.reshape(-1, self.dim).T).reshape(len(z), self.components, -1) - shift
-        log_det = np.sum(np.log(np.diagonal(self.scale_tril, axis1=1, axis2=2)), axis=1)
+        weights, shift, log_det = self.whitening()
+        y = (z @ weights).reshape(len(z), self.components, -1) - shift
         per_component = -0.5 * (np.einsum("nkd,nkd->nk", y, y) + self.dim * LOG_2PI) - log_det
         return special.logsumexp(per_component + self.normalized_log_weights, axis=1)
 
