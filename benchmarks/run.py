@@ -82,12 +82,10 @@ def overrides(args: argparse.Namespace, keys: list[str]) -> dict:
 
 def machine() -> dict:
     """What the numbers were measured on."""
-    cpu = platform.processor() or "?"
+    from mnist_vae.precision import cpu_facts
+
+    cpu = cpu_facts()["model"]
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
         mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
     except OSError:
         mem_kib = 0
