@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -316,24 +317,27 @@ def _tag(version: dict, key: str) -> str:
 
 # --- faults -----------------------------------------------------------------------------------
 
-def test_postgres_restarted_mid_run_loses_and_duplicates_nothing(stack, downloaded_repo,
-                                                                 tmp_path):
+def test_postgres_down_across_an_epoch_end_loses_and_duplicates_nothing(stack, downloaded_repo,
+                                                                       tmp_path):
     repo = _ci_repo(downloaded_repo, tmp_path / "repo", epochs=4)
     env = _team_env(repo, stack)
     before = {r["info"]["run_id"] for r in _runs(stack)}
-    proc = subprocess.Popen([sys.executable, "stages/train.py"], cwd=repo,
-                            env=env, text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+    postgres = Path(teamstack.read_state(stack)["postgres_root"])
+    train = _Output([sys.executable, "stages/train.py"], repo, env)
     try:
-        run_id = _wait_for_first_epoch(stack, before, proc)
-        restarted = time.monotonic()
-        teamstack.restart_postgres(stack)
-        print(f"PostgreSQL restarted in {time.monotonic() - restarted:.1f} s")
-        output = proc.communicate(timeout=900)[0]
+        run_id = _wait_for_first_epoch(stack, before, train)
+        teamstack.stop_postgres(stack, postgres)  # open connections are cut
+        down = time.monotonic()
+        try:
+            said = train.wait_for("tracking: the store failed", timeout_s=600)  # epoch refused
+        finally:
+            teamstack.start_postgres(stack, postgres)
+        print(f"PostgreSQL down {time.monotonic() - down:.1f} s across an epoch's end; {said}")
+        output = train.finish(timeout_s=900)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, output[-4000:]
+        train.kill()
+    assert train.proc.returncode == 0, output[-4000:]
+    assert "tracking: the store is back" in output, output[-4000:]
     run = _ok(stack, "GET", "runs/get", {"run_id": run_id})["run"]
     assert run["info"]["status"] == "FINISHED"
     history = _ok(stack, "GET", "metrics/get-history", {"run_id": run_id, "metric_key": "loss"})
@@ -342,16 +346,53 @@ def test_postgres_restarted_mid_run_loses_and_duplicates_nothing(stack, download
     assert steps == list(range(epochs)), "every epoch logged exactly once"
 
 
+class _Output:
+    """A child process whose merged stdout and stderr a thread collects (a full pipe cannot
+    block it), so the test can wait for a line while the child runs."""
+
+    def __init__(self, args: list[str], cwd: Path, env: dict[str, str]):
+        self.proc = subprocess.Popen(args, cwd=cwd, env=env, text=True, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self.lines.extend, args=(self.proc.stdout,),
+                                        daemon=True)
+        self._reader.start()
+
+    def wait_for(self, prefix: str, timeout_s: float) -> str:
+        """The first line starting with `prefix`, within `timeout_s` (else fail with the output)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            found = [line for line in list(self.lines) if line.startswith(prefix)]
+            if found:
+                return found[0]
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        pytest.fail(f"no {prefix!r} line within {timeout_s} s:\n{''.join(self.lines)[-4000:]}")
+
+    def finish(self, timeout_s: float) -> str:
+        """Everything the child wrote, once it has exited (bounded)."""
+        self.proc.wait(timeout=timeout_s)
+        self._reader.join(timeout=30)
+        return "".join(self.lines)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+
 def _runs(stack) -> list[dict]:
     return _ok(stack, "POST", "runs/search", {"experiment_ids": [_experiment_id(stack)],
                                                "max_results": 1000}).get("runs", [])
 
 
-def _wait_for_first_epoch(stack, before: set[str], proc, timeout_s: float = 600) -> str:
+def _wait_for_first_epoch(stack, before: set[str], train: _Output,
+                          timeout_s: float = 600) -> str:
     """The new run's id once it has logged its first epoch's loss."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stdout.read()[-4000:]
+        assert train.proc.poll() is None, "".join(train.lines)[-4000:]
         for run in _runs(stack):
             if run["info"]["run_id"] not in before and any(
                     m["key"] == "loss" for m in run["data"].get("metrics", [])):
