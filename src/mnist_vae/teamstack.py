@@ -201,13 +201,6 @@ def stop_postgres(stack: Stack, root: Path) -> None:
                 check=False)
 
 
-def restart_postgres(stack: Stack) -> None:
-    """Restart PostgreSQL under a running MLflow server (open connections are cut)."""
-    root = Path(read_state(stack)["postgres_root"])
-    _pg_ctl(stack, root, "-m", "fast", "-w", "-t", str(int(stack.ready_timeout_s)),
-            "-l", str(root / "postgres.log"), *_postgres_settings(stack), "restart")
-
-
 def database_uri(stack: Stack, password: str, database: str) -> str:
     return f"postgresql+psycopg://{DB_USER}:{password}@{stack.host}:{stack.pg_port}/{database}"
 
