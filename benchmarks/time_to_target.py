@@ -1,7 +1,7 @@
 """Training images each variant of the default model needs to reach a validation -ELBO target.
 
     python benchmarks/time_to_target.py [--target 106.9] [--max-epochs 2] [--probe-steps 43]
-                                        [--variant NAME:key=value,key=value ...]
+                                        [--variant NAME:[configs/x.yaml,]key=value,... ...]
 
 `make bench` times ours against the pytorch/examples MLP's own 10-epoch validation -ELBO (106.9
 nats in the 2026-11-27 reference run). This asks, without the baselines, what changes of the
@@ -10,6 +10,8 @@ process through `training.train` (its 20-epoch schedule and KL warm-up as in a f
 is probed every `--probe-steps` steps on the whole validation split (the fit's own validation
 loss, N(0, I) prior); images to target are read off linearly between probes. Images do not
 depend on the machine's load; seconds are images / the variant's own images/s, probes excluded.
+A variant may name a config overlay (configs/*.yaml, merged over params.yaml) to change the
+model too: `--variant fast:configs/fast.yaml`.
 """
 
 from __future__ import annotations
@@ -39,18 +41,19 @@ def _value(text: str):
     return text
 
 
-def run_variant(changes: dict, target: float, max_epochs: int, probe_steps: int) -> dict:
+def run_variant(changes: dict, target: float, max_epochs: int, probe_steps: int,
+                overlay: str | None = None) -> dict:
     """Train until the validation -ELBO reaches `target` (or `max_epochs`); the probe curve."""
     import keras
     import numpy as np
 
-    from mnist_vae.config import load_params
     from mnist_vae.data import load_splits
     from mnist_vae.inputs import validation_images
+    from mnist_vae.overlays import params_with_overlay
     from mnist_vae.training import train
 
     os.chdir(ROOT)
-    params = load_params()
+    params = params_with_overlay(overlay)
     cfg = dataclasses.replace(params.train, **changes)
     model_cfg = dataclasses.replace(params.model, prior=dataclasses.replace(
         params.model.prior, kind="standard", conditional=False))  # no prior fit: not timed
@@ -97,22 +100,27 @@ def main() -> int:
     parser.add_argument("--max-epochs", type=float, default=2.0)
     parser.add_argument("--probe-steps", type=int, default=43)
     parser.add_argument("--variant", action="append", default=None,
-                        help="NAME:key=value,... of params.yaml's train section (repeatable)")
+                        help="NAME:[overlay.yaml,]key=value,...: train-section keys of params.yaml "
+                             "(repeatable)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(run_variant(json.loads(args.child), args.target, args.max_epochs,
-                                     args.probe_steps)))
+        child = json.loads(args.child)
+        print(json.dumps(run_variant(child["changes"], args.target, args.max_epochs,
+                                     args.probe_steps, child["overlay"])))
         return 0
     rows = []
     for spec in args.variant or VARIANTS:
         name, _, sets = spec.partition(":")
-        changes = {k: _value(v) for k, _, v in (s.partition("=") for s in sets.split(",") if s)}
+        parts = [s for s in sets.split(",") if s]
+        overlay = next((s for s in parts if s.endswith(".yaml")), None)
+        changes = {k: _value(v) for k, _, v in (s.partition("=") for s in parts if s != overlay)}
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "TF_CPP_MIN_LOG_LEVEL": "3"}
         out = subprocess.run(
             [sys.executable, __file__, "--target", str(args.target), "--max-epochs",
              str(args.max_epochs), "--probe-steps", str(args.probe_steps),
-             "--child", json.dumps(changes)], env=env, capture_output=True, text=True)
+             "--child", json.dumps({"changes": changes, "overlay": overlay})],
+            env=env, capture_output=True, text=True)
         if out.returncode:
             raise SystemExit(f"{name} failed:\n{out.stderr[-3000:]}")
         result = json.loads(out.stdout.strip().splitlines()[-1])
