@@ -123,15 +123,17 @@ def _bar(name: str, value: float | None, op: str, limit: float, stretch: bool = 
             "stretch": stretch}
 
 
-def _time_bar(rel: dict, base: str, limit: float, stretch: bool = False) -> dict:
+def _time_bar(rel: dict, base: str, limit: float, stretch: bool = False, who: str = "") -> dict:
     entry = rel.get(base, {})
-    return _bar(f"time to {base}'s 10-epoch -ELBO / its time", entry.get("time_to_target"),
+    return _bar(f"{who}time to {base}'s 10-epoch -ELBO / its time", entry.get("time_to_target"),
                 "<=" if not stretch else "<", limit, stretch,
                 failed_without_value=entry.get("reached") is False)
 
 
-def bars(models: dict[str, dict], subject: str, mlp: str, slow_baselines: list[str]) -> list:
-    """The pass/fail bars for `subject`; a bar whose input is missing has passed None."""
+def bars(models: dict[str, dict], subject: str, mlp: str, slow_baselines: list[str],
+         fast_subject: str | None = None) -> list:
+    """The pass/fail bars for `subject`, and the stretch bar for `fast_subject` (our lighter
+    config) when given; a bar whose input is missing has passed None."""
     final = models.get(subject, {}).get("final", {})
     rel = ratios_against(models, subject, [mlp, *slow_baselines])
     out = [
@@ -142,4 +144,8 @@ def bars(models: dict[str, dict], subject: str, mlp: str, slow_baselines: list[s
         _time_bar(rel, mlp, MAX_TIME_RATIO_VS_MLP),
         _time_bar(rel, mlp, 1.0, stretch=True),
     ]
-    return out + [_time_bar(rel, base, SMALL_FRACTION) for base in slow_baselines]
+    out += [_time_bar(rel, base, SMALL_FRACTION) for base in slow_baselines]
+    if fast_subject is not None:
+        fast = ratios_against(models, fast_subject, [mlp])
+        out.append(_time_bar(fast, mlp, 1.0, stretch=True, who=f"{fast_subject}: "))
+    return out

@@ -22,15 +22,13 @@ import numpy as np  # noqa: E402
 
 from benchmarks import baselines, compare  # noqa: E402
 from benchmarks.probe import Probe  # noqa: E402
-from benchmarks.settings import ARTICLE, ARTICLE_CONFIG, MODELS, Settings  # noqa: E402
+from benchmarks.settings import MODELS, OVERLAYS, Settings  # noqa: E402
 from mnist_vae import classifier, config, data, evaluation, losses, overlays  # noqa: E402
 
 
 def load_model_params(name: str) -> config.Params:
-    """params.yaml, with the article's overlay for the article's model."""
-    if name != ARTICLE:
-        return config.load_params()
-    return overlays.params_with_overlay(ARTICLE_CONFIG)
+    """params.yaml, with the model's overlay (configs/*.yaml) where it has one."""
+    return overlays.params_with_overlay(OVERLAYS.get(name))
 
 
 def shared_splits(settings: Settings) -> tuple[data.Splits, config.Params]:

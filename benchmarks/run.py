@@ -27,7 +27,15 @@ from pathlib import Path
 
 from benchmarks import compare, report
 from benchmarks.overhead import measure_overhead
-from benchmarks.settings import BASELINES, MODELS, PYTORCH_MLP, SLOW_BASELINES, SUBJECT, Settings
+from benchmarks.settings import (
+    BASELINES,
+    FAST_SUBJECT,
+    MODELS,
+    PYTORCH_MLP,
+    SLOW_BASELINES,
+    SUBJECT,
+    Settings,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "benchmarks" / "results"
@@ -203,11 +211,13 @@ def assemble(args, settings: dict, models: dict, overhead: dict, sizes: dict) ->
         "git": git_revision(),
         "iwae_k": iwae_k,
         "subject": SUBJECT,
+        "fast_subject": FAST_SUBJECT,
         "baselines": BASELINES,
         "models": models,
         "time_to_targets": compare.times_to_targets(models, BASELINES),
         "ratios": compare.ratios_against(models, SUBJECT, BASELINES),
-        "bars": compare.bars(models, SUBJECT, PYTORCH_MLP, SLOW_BASELINES),
+        "fast_ratios": compare.ratios_against(models, FAST_SUBJECT, BASELINES),
+        "bars": compare.bars(models, SUBJECT, PYTORCH_MLP, SLOW_BASELINES, FAST_SUBJECT),
         "overhead": overhead,
     }
 

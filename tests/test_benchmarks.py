@@ -118,6 +118,21 @@ def test_bars_pass_fail_and_missing():
         report.bars_table({"bars": list(failed.values())}))
 
 
+def test_the_fast_config_is_held_to_the_stretch_bar_on_its_own_curve():
+    models = fixture_models()
+    models["fast"] = model([point(0, 540), point(10, 104, 1, True)], 9000.0)  # 105 at ~9.8 s
+    bars = {b["bar"]: b for b in compare.bars(models, "ours", "mlp", [], fast_subject="fast")}
+    fast = bars["fast: time to mlp's 10-epoch -ELBO / its time"]
+    assert fast["stretch"] and fast["passed"] is True
+    assert fast["value"] == pytest.approx(10 * (540 - 105) / (540 - 104) / 24.0)
+    models["fast"]["train"]["curve"] = [point(0, 540), point(30, 106, 1, True)]
+    bars = {b["bar"]: b for b in compare.bars(models, "ours", "mlp", [], fast_subject="fast")}
+    assert bars["fast: time to mlp's 10-epoch -ELBO / its time"]["passed"] is False  # never
+    unmeasured = {b["bar"]: b for b in compare.bars(fixture_models(), "ours", "mlp", [],
+                                                    fast_subject="fast")}
+    assert unmeasured["fast: time to mlp's 10-epoch -ELBO / its time"]["passed"] is None
+
+
 def test_ratio_guards_missing_values_and_zero():
     assert compare.ratio(None, 2) is None
     assert compare.ratio(1, 0) is None
