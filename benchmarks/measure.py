@@ -71,6 +71,9 @@ class KerasProbe(keras.callbacks.Callback):
             self.probe.epoch_end()
         self._in_epoch = 0
 
+    def on_train_end(self, logs=None):
+        self.probe.stop()  # what the pipeline does after fit (its prior fit) is not training
+
 
 def train_keras_io(splits: data.Splits, probe: Probe, settings: Settings):
     model = baselines.build_keras_io(settings.seed)

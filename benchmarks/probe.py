@@ -33,6 +33,7 @@ class Probe:
         self._eval_cpu_s = 0.0
         self._start = self._cpu_start = None
         self._last_probe_s = 0.0
+        self._stopped_cpu_s: float | None = None
         self.model: Any = None
 
     def start(self, model: Any) -> None:
@@ -65,15 +66,23 @@ class Probe:
         self.epochs += 1
         self._probe(epoch_end=True)
 
-    def finish(self) -> dict:
-        """Probe the final state (unless just probed) and return the training facts."""
+    def stop(self) -> None:
+        """End training: probe the final state (unless just probed) and stop the clocks, so
+        work after training (a prior fit, saving) counts in no training figure."""
+        if self._stopped_cpu_s is not None:
+            return
         if not self.curve or self.curve[-1]["images"] != self.images:
             self._probe(epoch_end=False)
+        self._stopped_cpu_s = self.cpu_s()
+
+    def finish(self) -> dict:
+        """Stop (unless stopped at the end of training) and return the training facts."""
+        self.stop()
         train_s = self.curve[-1]["train_s"]
         return {
             "train_s": train_s,
             "ended_by": "budget" if train_s >= self.budget_s else "schedule",
-            "cpu_s": self.cpu_s(),
+            "cpu_s": self._stopped_cpu_s,
             "probe_s": self.eval_s,
             "images": self.images,
             "epochs": self.epochs,

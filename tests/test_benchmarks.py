@@ -180,6 +180,19 @@ def test_probe_excludes_evaluation_time_and_stops_at_the_budget():
     assert facts["probe_s"] == pytest.approx(5.0 * len(times))
 
 
+def test_work_after_the_probe_stops_counts_in_no_training_figure():
+    clock = FakeClock()
+    probe = Probe(10.0, lambda m: 1.0, clock=clock, cpu_clock=clock)
+    probe.start(None)
+    clock.now += 4.0
+    probe.step(400)
+    probe.stop()  # fit ended; the pipeline now fits its prior for 50 s
+    clock.now += 50.0
+    facts = probe.finish()
+    assert facts["train_s"] == pytest.approx(4.0) and facts["cpu_s"] == pytest.approx(4.0)
+    assert facts["images_per_s"] == pytest.approx(100.0) and len(facts["curve"]) == 2
+
+
 def test_probe_spacing_grows_with_elapsed_time():
     clock = FakeClock()
     probe = Probe(1000.0, lambda m: 1.0, min_interval_s=1.0, growth=0.5, clock=clock,
