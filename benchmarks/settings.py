@@ -28,7 +28,7 @@ class ModelSpec:
 
 MODELS: dict[str, ModelSpec] = {
     OURS: ModelSpec("mnist-vae, default params.yaml", "params.yaml"),
-    OURS_FAST: ModelSpec("mnist-vae, its lighter configs/fast.yaml (conv 16/32/64, batch 128)",
+    OURS_FAST: ModelSpec("mnist-vae, its lighter configs/fast.yaml (conv 16/32/64, batch 96)",
                          FAST_CONFIG),
     ARTICLE: ModelSpec("the article's model (conv 64x3, latent 8, squared error)",
                        ARTICLE_CONFIG, 114.9),
