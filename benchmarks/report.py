@@ -30,10 +30,18 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def cpu_label(m: dict) -> str:
+    """The CPU model and its vector units: one model name covers CPUs that train apart."""
+    features = m.get("cpu_features")  # None: unknown, or a report older than the field
+    if features is None:
+        return m.get("cpu", "?")
+    return f"{m.get('cpu', '?')} ({', '.join(features) or 'no AVX2'})"
+
+
 def machine_line(results: dict) -> str:
     m = results["machine"]
     versions = ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items() if v)
-    return (f"{m.get('cpu', '?')}, {m.get('usable_cores', '?')} usable cores of "
+    return (f"{cpu_label(m)}, {m.get('usable_cores', '?')} usable cores of "
             f"{m.get('logical_cores', '?')}, {fmt(m.get('memory_gib'), 0)} GiB; {versions}")
 
 

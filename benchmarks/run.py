@@ -88,6 +88,22 @@ def overrides(args: argparse.Namespace, keys: list[str]) -> dict:
     return {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
 
 
+# The vector and matrix units that set our speed against the MLP's: one model name ("AMD EPYC")
+# covers CPUs with and without AVX-512, which train several times apart
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
+def cpu_features(cpuinfo: str | Path = "/proc/cpuinfo") -> list[str] | None:
+    """Which of SPEED_FLAGS the CPU reports (None where /proc/cpuinfo cannot be read)."""
+    try:
+        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    flags = next((set(line.partition(":")[2].split()) for line in text.splitlines()
+                  if line.partition(":")[0].strip() == "flags"), set())
+    return [f for f in SPEED_FLAGS if f in flags]
+
+
 def machine() -> dict:
     """What the numbers were measured on."""
     from mnist_vae.precision import cpu_facts
@@ -104,7 +120,8 @@ def machine() -> dict:
         except importlib.metadata.PackageNotFoundError:
             versions[package] = None
     return {
-        "cpu": cpu, "logical_cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
+        "cpu": cpu, "cpu_features": cpu_features(),
+        "logical_cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
         "memory_gib": mem_kib / 2**20, "platform": platform.platform(), "versions": versions,
         "load_average": os.getloadavg(),
     }

@@ -343,6 +343,30 @@ def test_overhead_is_skipped_with_a_reason_when_the_pipeline_is_not_built(tmp_pa
 
 # --- the run's bookkeeping -------------------------------------------------------------------
 
+def test_the_machine_line_names_the_vector_units_that_set_the_speed(tmp_path):
+    from benchmarks import run
+
+    xeon = tmp_path / "xeon"
+    xeon.write_text("model name\t: Intel(R) Xeon(R) Processor\n"
+                    "flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_tile amx_bf16\n"
+                    "model name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu\n")
+    epyc = tmp_path / "epyc"
+    epyc.write_text("model name\t: AMD EPYC\nflags\t\t: fpu sse2 avx avx2 fma\n")
+    old = tmp_path / "old"
+    old.write_text("model name\t: Old CPU\nflags\t\t: fpu sse2\n")
+    assert run.cpu_features(xeon) == ["avx2", "avx512f", "avx512_bf16", "amx_bf16"]
+    assert run.cpu_features(epyc) == ["avx2"]
+    assert run.cpu_features(old) == []
+    assert run.cpu_features(tmp_path / "missing") is None
+
+    def line(features):
+        machine = {**fixture_results()["machine"], "cpu_features": features}
+        return report.machine_line({"machine": machine})
+
+    assert line(["avx2"]).startswith("Test CPU (avx2), 2 usable cores of 2")
+    assert line([]).startswith("Test CPU (no AVX2), 2 usable")
+    assert line(None).startswith("Test CPU, 2 usable")  # unknown: no claim either way
+
 def test_only_a_full_600_s_run_of_every_model_is_a_reference_run_others_are_labelled():
     from benchmarks import run
 
@@ -350,6 +374,7 @@ def test_only_a_full_600_s_run_of_every_model_is_a_reference_run_others_are_labe
     reference = run.assemble(run.parse_args([]), empty, {}, {}, {})
     assert reference["reference_run"] and reference["label"] is None
     assert reference["machine"]["logical_cores"] >= 1
+    assert reference["machine"]["cpu_features"] == run.cpu_features()
     quick = run.assemble(run.parse_args(["--budget", "60"]), empty, {}, {}, {})
     assert not quick["reference_run"] and quick["label"] == "partial"
     assert quick["why_not_reference"] == "budget 60 s"
