@@ -10,10 +10,11 @@ digits of the local MNIST mirror, binarised with a fixed seed (estimates near th
 The paths: `reference` (main's `iwae_nll` before the speed work, the baseline), `float32`
 (today's evaluation), `bfloat16` (`evaluate.iwae_precision: bfloat16`: bf16 decoding, the
 heaviest samples of each image decoded again in float32) and, on request, `bfloat16_unrefined`
-(bf16 alone: what the refinement is for). Rounds interleave the paths, so load
-from other processes hits them alike; the report gives each path's median wall and CPU seconds,
-their ratios to the baseline's, and the mean and largest per-image difference of its estimates
-from the baseline's in nats (same seed, same draws).
+(bf16 alone: what the refinement is for); `--left-overs` adds bf16 refined to other left-over
+weights than the pipeline's (what refining less would buy, and cost). Rounds interleave the
+paths, so load from other processes hits them alike; the report gives each path's median
+wall and CPU seconds, their ratios to the baseline's, and the mean and largest per-image
+difference of its estimates from the baseline's in nats (same seed, same draws).
 """
 
 from __future__ import annotations
@@ -131,6 +132,9 @@ def main() -> int:
     parser.add_argument("--model", type=Path, default=None, help="a trained .keras VAE")
     parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS)[:3],
                         help="code paths to time, the first the baseline (default: %(default)s)")
+    parser.add_argument("--left-overs", type=float, nargs="+", default=[],
+                        help="also time bfloat16 refined down to each of these left-over weights "
+                             "(paths bfloat16_left<w>; the pipeline's is REFINE_LEFT_OVER)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
@@ -143,6 +147,7 @@ def main() -> int:
     view = View("bernoulli_binarized", images, losses.bernoulli_nll)
     max_batch = load_params(ROOT / "params.yaml").evaluate.iwae_max_batch
     paths = {name: PATHS[name] for name in args.paths}
+    paths |= {f"bfloat16_left{w:g}": _estimate("bfloat16", w) for w in args.left_overs}
     for run in paths.values():  # warm-up: trace graphs, load kernels
         run(model, View(view.name, images[:1], view.nll), 100, max_batch, 0)
     seconds: dict[str, list[float]] = {name: [] for name in paths}

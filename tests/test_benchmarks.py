@@ -449,3 +449,31 @@ def test_iwae_speed_times_every_path_against_the_previous_one(tmp_path):
     assert paths["float32"]["max_abs_diff_nats"] < 1e-3
     assert 0 < paths["bfloat16"]["refined_fraction"] <= 1
     assert paths["bfloat16"]["max_abs_diff_nats"] < 0.01
+
+
+def test_iwae_speed_times_bfloat16_refined_to_other_left_overs(tmp_path):
+    out = tmp_path / "iwae.json"
+    subprocess.run([sys.executable, "benchmarks/iwae_speed.py", "--samples", "40", "--images",
+                    "2", "--rounds", "1", "--paths", "float32", "bfloat16", "--left-overs", "0.5",
+                    "1", "--out", str(out)], cwd=REPO, check=True, capture_output=True,
+                   env=os.environ | {"PYTHONPATH": f"{REPO / 'src'}:{REPO}"})
+    paths = json.loads(out.read_text())["paths"]
+    assert set(paths) == {"float32", "bfloat16", "bfloat16_left0.5", "bfloat16_left1"}
+    assert (paths["bfloat16_left1"]["refined_fraction"] == 0
+            < paths["bfloat16_left0.5"]["refined_fraction"]
+            <= paths["bfloat16"]["refined_fraction"])
+
+
+def test_the_linearised_decoder_is_exact_at_the_mean_and_refining_everything_is_float32(tmp_path):
+    out = tmp_path / "screen.json"
+    subprocess.run([sys.executable, "benchmarks/iwae_screen.py", "--samples", "40", "--images",
+                    "2", "--left-overs", "0", "0.5", "1", "--out", str(out)], cwd=REPO,
+                   check=True, capture_output=True,
+                   env=os.environ | {"PYTHONPATH": f"{REPO / 'src'}:{REPO}"})
+    report = json.loads(out.read_text())
+    assert report["at_the_mean_abs_error"] < 1e-2  # the expansion point decodes exactly
+    screens = report["screens"]
+    assert screens["0.0"]["decoded_fraction"] == 1 and screens["0.0"]["max_abs_diff_nats"] < 1e-9
+    assert screens["1.0"]["decoded_fraction"] == 1 / 40  # only each image's heaviest
+    assert 1 / 40 <= screens["0.5"]["decoded_fraction"] <= 1
+    assert set(report["seconds"]) == {"float32_decoding", "jacobians", "surrogate"}
