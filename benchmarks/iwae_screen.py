@@ -27,8 +27,6 @@ from typing import Any
 import numpy as np
 from scipy import special
 
-DECODE_SAMPLES = 250  # samples of every image per float32 decoder call
-
 
 def taylor_logits_fn(decoder: Any) -> Any:
     """mu [b, d] -> (logits at mu [b, p], their Jacobian in z [b, d, p]), forward-mode."""
@@ -67,24 +65,23 @@ def screened_estimate(exact_log_w: np.ndarray, surrogate_log_w: np.ndarray,
     """(per-image NLL, samples decoded per image) when each image's heaviest samples by the
     surrogate [k, b] take their exact log-weight until less than `left_over` of its surrogate
     weight is left, the rest keeping the surrogate's."""
-    k = len(exact_log_w)
-    order = np.argsort(-surrogate_log_w, axis=0, kind="stable")
-    weights = np.exp(np.take_along_axis(surrogate_log_w, order, 0) - surrogate_log_w.max(0))
-    left = 1.0 - np.cumsum(weights, axis=0) / weights.sum(axis=0)
-    counts = (1 + np.sum(left[:-1] >= left_over, axis=0) if left_over > 0
-              else np.full(exact_log_w.shape[1], k))
-    rank, image = np.nonzero(np.arange(k)[:, None] < counts)
-    sample = order[rank, image]
+    from mnist_vae.evaluation import heaviest
+
+    k, b = exact_log_w.shape
+    if left_over > 0:
+        sample, image, _ = heaviest(surrogate_log_w, left_over)
+    else:
+        sample, image = (i.ravel() for i in np.indices((k, b)))
     mixed = surrogate_log_w.copy()
     mixed[sample, image] = exact_log_w[sample, image]
-    return -(special.logsumexp(mixed, axis=0) - math.log(k)), counts
+    return -(special.logsumexp(mixed, axis=0) - math.log(k)), np.bincount(image, minlength=b)
 
 
 def measure(model: Any, images: np.ndarray, k: int, seed: int,
             left_overs: list[float]) -> dict[str, Any]:
     """Exact and surrogate log-weights on the same draws, timed, and the screened estimates."""
     from mnist_vae import losses
-    from mnist_vae.evaluation import log_diag_normal_from_eps
+    from mnist_vae.evaluation import decoded_log_likelihood, log_diag_normal_from_eps
     from mnist_vae.inference import log_likelihood_fn, log_prior_fn, prior_of, to_numpy
 
     exact = log_likelihood_fn(model, losses.bernoulli_nll)
@@ -99,9 +96,7 @@ def measure(model: Any, images: np.ndarray, k: int, seed: int,
                        - log_diag_normal_from_eps(eps, log_var))
     seconds = {}
     start = time.perf_counter()
-    exact_ll = np.concatenate([
-        exact(z[c:c + DECODE_SAMPLES].reshape(-1, d).astype(np.float32), images).reshape(-1, b)
-        for c in range(0, k, DECODE_SAMPLES)])
+    exact_ll = decoded_log_likelihood(exact, z, images)
     seconds["float32_decoding"] = time.perf_counter() - start
     start = time.perf_counter()
     logits0, jacobian = expand(mean)

@@ -580,6 +580,15 @@ def test_iwae_is_the_same_number_for_the_same_seed(vae_with_mixture):
 # --- bfloat16 decoding, refined in float32 where the weight is --------------------------------
 
 
+def test_heaviest_picks_each_images_fewest_samples_below_the_left_over():
+    log_w = np.log(np.array([[0.15, 0.25], [0.5, 0.25], [0.05, 0.25], [0.3, 0.25]]))
+    sample, image, left = ev.heaviest(log_w, left_over=0.1)
+    # image 0: 0.5, 0.3 and 0.15 leave 0.05; image 1: three quarters still leave 0.25, so all
+    assert sorted(zip(image.tolist(), sample.tolist(), strict=True)) == [
+        (0, 0), (0, 1), (0, 3), (1, 0), (1, 1), (1, 2), (1, 3)]
+    np.testing.assert_allclose(left, [0.05, 0.0], atol=1e-12)
+
+
 def test_refine_heaviest_recomputes_the_samples_holding_the_weight():
     log_w = np.log(np.array([[0.6, 0.1], [0.3, 0.1], [0.0999, 0.1], [0.0001, 0.7]]))
     ratio = np.zeros_like(log_w)

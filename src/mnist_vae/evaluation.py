@@ -162,7 +162,7 @@ def iwae_estimate(model: Any, view: View, k: int, max_batch: int, seed: int,
             z[c] = mean + np.exp(0.5 * log_var) * eps
             log_prior_ratio[c] = (log_prior(z[c].reshape(m * b, -1)).reshape(m, b)
                                   - log_diag_normal_from_eps(eps, log_var))
-            log_w[c] = _decoded_log_likelihood(fast, z[c], x) + log_prior_ratio[c]
+            log_w[c] = decoded_log_likelihood(fast, z[c], x) + log_prior_ratio[c]
         if fast is not exact and left_over < 1:
             facts = refine_heaviest(log_w, log_prior_ratio, z, x, exact, left_over)
             refined += facts[0]
@@ -182,22 +182,27 @@ def refine_heaviest(log_w: np.ndarray, log_prior_ratio: np.ndarray, z: np.ndarra
     """Recompute in place, with `exact`, the log-weights [k, b] of each image's heaviest samples
     until less than `left_over` of its weight is left; (samples recomputed, largest error
     seen, bound on the shift of any image's estimate from what is left)."""
-    order = np.argsort(-log_w, axis=0, kind="stable")
-    weights = np.exp(np.take_along_axis(log_w, order, axis=0) - log_w.max(axis=0))
-    left = 1.0 - np.cumsum(weights, axis=0) / weights.sum(axis=0)
-    counts = 1 + np.sum(left[:-1] >= left_over, axis=0)  # [b]
-    rank, image = np.nonzero(np.arange(len(log_w))[:, None] < counts)
-    sample = order[rank, image]
+    sample, image, remaining = heaviest(log_w, left_over)
     log_px_z = np.concatenate([exact(z[sample[c], image[c]].astype(np.float32), x[image[c]])
                                for c in batches(len(sample), DECODE_ROWS)])
     new = log_px_z + log_prior_ratio[sample, image]
     error = float(np.max(np.abs(new - log_w[sample, image])))
     log_w[sample, image] = new
-    remaining = left[counts - 1, np.arange(log_w.shape[1])]
     return len(sample), error, float(np.max(np.log1p(remaining * np.expm1(error))))
 
 
-def _decoded_log_likelihood(log_px_z: LogLikelihood, z: np.ndarray, x: np.ndarray) -> np.ndarray:
+def heaviest(log_w: np.ndarray, left_over: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each image's fewest heaviest samples of log-weights [k, b] that leave less than
+    `left_over` of its weight: (sample, image) index pairs, and the fraction each image leaves."""
+    order = np.argsort(-log_w, axis=0, kind="stable")
+    weights = np.exp(np.take_along_axis(log_w, order, axis=0) - log_w.max(axis=0))
+    left = 1.0 - np.cumsum(weights, axis=0) / weights.sum(axis=0)
+    counts = 1 + np.sum(left[:-1] >= left_over, axis=0)  # [b]
+    rank, image = np.nonzero(np.arange(len(log_w))[:, None] < counts)
+    return order[rank, image], image, left[counts - 1, np.arange(log_w.shape[1])]
+
+
+def decoded_log_likelihood(log_px_z: LogLikelihood, z: np.ndarray, x: np.ndarray) -> np.ndarray:
     """log p(x | z) [m, b] for latents z [m, b, d], decoded DECODE_ROWS latents at a time."""
     m, b, _ = z.shape
     per_call = max(1, DECODE_ROWS // b)
