@@ -1,10 +1,15 @@
 """Pipeline overhead: how long `dvc repro` takes when nothing changed, and after a change to a
 param only the render stage reads. Measured in a temporary copy of a built repository, so the
-repository itself is never touched.
+repository itself is never touched. On its own (`make bench` runs it too):
+
+    PYTHONPATH=src:. .venv/bin/python -m benchmarks.overhead [--repo .] [--out FILE.json]
 """
 
 from __future__ import annotations
 
+import argparse
+import datetime as dt
+import json
 import os
 import re
 import shutil
@@ -121,3 +126,27 @@ def measure_overhead(repo: Path) -> dict:
         "render_repro_s": render_s,
         "render_stages_run": stages_run(render_out),
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The overhead timings of a built repository as JSON, with the machine they ran on."""
+    from benchmarks.run import machine
+
+    p = argparse.ArgumentParser(description="No-op and render-only `dvc repro`, timed.")
+    p.add_argument("--repo", type=Path, default=Path(__file__).resolve().parent.parent)
+    p.add_argument("--out", type=Path, help="also write the JSON here")
+    args = p.parse_args(argv)
+    timings = measure_overhead(args.repo)
+    if timings["status"] != "ok":
+        print(f"overhead: not measured: {timings['note']}", file=sys.stderr)
+        return 1
+    text = json.dumps({"date": dt.date.today().isoformat(), "machine": machine(), **timings},
+                      indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -311,6 +311,13 @@ def test_stages_run_reads_dvc_output():
     assert overhead.stages_run("Data and pipelines are up to date.\n") == []
 
 
+def test_overhead_on_its_own_refuses_an_unbuilt_repo_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "overhead.json"
+    assert overhead.main(["--repo", str(tmp_path), "--out", str(out)]) == 1
+    assert "no dvc.lock: run `make repro` first" in capsys.readouterr().err
+    assert not out.exists()
+
+
 @pytest.mark.slow
 def test_overhead_times_noop_and_render_only_repro_on_a_real_dvc_repo(tmp_path):
     """A two-stage DVC repo whose `render` reads render.scale: only render reruns."""
@@ -334,6 +341,10 @@ def test_overhead_times_noop_and_render_only_repro_on_a_real_dvc_repo(tmp_path):
     assert result["render_stages_run"] == ["render"]
     assert result["noop_repro_s"] > 0 and result["render_repro_s"] > 0
     assert "scale: 2" in (repo / "params.yaml").read_text()  # the repo itself is untouched
+    out = tmp_path / "overhead.json"
+    assert overhead.main(["--repo", str(repo), "--out", str(out)]) == 0
+    written = json.loads(out.read_text())
+    assert written["render_stages_run"] == ["render"] and written["machine"]["cpu"]
 
 
 def test_overhead_is_skipped_with_a_reason_when_the_pipeline_is_not_built(tmp_path):
