@@ -1,0 +1,123 @@
+"""The local autoregressive decoder experiment: a valid likelihood, scored as the pipeline does."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from benchmarks import ar_decoder
+from mlflow_helpers import TINY_MODEL, tiny_params
+from mnist_vae import evaluation, losses
+from mnist_vae.data import Splits
+from mnist_vae.inference import log_likelihood_fn
+
+PARAMS = tiny_params(
+    data={"binarize": "dynamic", "val_size": 20},
+    model={**TINY_MODEL, "prior": {"kind": "mixture", "components": 2, "conditional": False}},
+    train={"epochs": 2, "batch_size": 16, "kl_warmup_epochs": 1},
+    evaluate={"iwae_max_batch": 64},
+)
+
+
+def _binary(n: int, seed: int) -> np.ndarray:
+    return (np.random.default_rng(seed).random((n, 28, 28, 1)) < 0.3).astype("float32")
+
+
+def _active_head(model: ar_decoder.LocalARVAE) -> None:
+    """Give the zero-initialised residual random weights, so the head's context counts."""
+    rng = np.random.default_rng(1)
+    model.ar_out.set_weights([rng.normal(size=w.shape).astype("float32")
+                              for w in model.ar_out.get_weights()])
+
+
+def test_each_pixels_logit_reads_only_the_pixels_before_it_in_raster_order():
+    model = ar_decoder.build("local_ar", PARAMS)
+    _active_head(model)
+    hidden, base = model.features(np.zeros((1, 3), "float32"))
+    x = _binary(1, 0)[0]
+    pixels = 28 * 28
+    # image k: x with every pixel from k on redrawn; pixel k's logit must not move
+    after = np.tile(x.reshape(1, pixels), (pixels, 1))
+    later = np.arange(pixels)[None, :] >= np.arange(pixels)[:, None]
+    after[later] = np.random.default_rng(3).random(later.sum()) < 0.5
+    tile = lambda t: np.repeat(np.asarray(t), pixels, axis=0)  # noqa: E731
+    logits = np.asarray(model.head(tile(hidden), tile(base), after.reshape(-1, 28, 28, 1)))
+    reference = np.asarray(model.head(hidden, base, x[None])).reshape(pixels)
+    np.testing.assert_allclose(np.diagonal(logits.reshape(pixels, pixels)), reference,
+                               atol=1e-5)
+    # and it does read the pixels before it: its left neighbour and the one above
+    for earlier in (405 - 1, 405 - 28):
+        flipped = x.reshape(pixels).copy()
+        flipped[earlier] = 1 - flipped[earlier]
+        moved = np.asarray(model.head(hidden, base, flipped.reshape(1, 28, 28, 1)))
+        assert moved.reshape(pixels)[405] != pytest.approx(reference[405], abs=1e-6)
+
+
+def test_with_its_residual_at_zero_the_variant_scores_as_the_default_model():
+    default = ar_decoder.build("default", PARAMS)
+    local = ar_decoder.build("local_ar", PARAMS)
+    x = _binary(5, 4)
+    view = evaluation.View("b", x, losses.bernoulli_nll)
+    scored = ar_decoder.ScoredAR(local)
+    plain = evaluation.iwae_nll(default, view, 8, 64, seed=1)
+    through_head = evaluation.iwae_nll(scored, scored.view("b", x), 8, 64, seed=1)
+    np.testing.assert_allclose(through_head, plain, atol=1e-4)
+
+
+def test_the_scored_likelihood_is_the_heads_bernoulli_likelihood():
+    model = ar_decoder.build("local_ar", PARAMS)
+    _active_head(model)
+    scored = ar_decoder.ScoredAR(model)
+    x, z = _binary(2, 5), np.random.default_rng(6).normal(size=(6, 3)).astype("float32")
+    log_px_z = log_likelihood_fn(scored, scored.view("b", x).nll)(z, x)
+    hidden, base = model.features(z)
+    x_rep = np.tile(x, (3, 1, 1, 1))
+    expected = -np.asarray(losses.bernoulli_nll(x_rep, model.head(hidden, base, x_rep)))
+    np.testing.assert_allclose(log_px_z, expected, rtol=1e-5)
+
+
+def test_drawn_images_are_binary_and_the_same_each_time():
+    model = ar_decoder.build("local_ar", PARAMS)
+    _active_head(model)
+    z = np.random.default_rng(7).normal(size=(2, 3)).astype("float32")
+    first, second = model.sample_images(z), model.sample_images(z)
+    assert first.shape == (2, 28, 28, 1) and set(np.unique(first)) <= {0.0, 1.0}
+    np.testing.assert_array_equal(first, second)
+
+
+def test_a_run_trains_keeps_its_best_epoch_fits_the_prior_and_scores(tmp_path):
+    rng = np.random.default_rng(8)
+    grey = lambda n: rng.random((n, 28, 28, 1)).astype("float32")  # noqa: E731
+    labels = lambda n: rng.integers(0, 10, n)  # noqa: E731
+    splits = Splits(grey(64), labels(64), grey(20), labels(20), grey(10), labels(10))
+    test = _binary(10, 9)
+    facts = ar_decoder.run("local_ar", PARAMS, splits, test, samples=4, images=6,
+                           save_dir=tmp_path)
+    assert facts["model"] == "local_ar" and facts["epochs"] == 2
+    assert facts["best_epoch"] in (1, 2) and np.isfinite(facts["best_val_loss"])
+    assert facts["iwae_images"] == 6 and np.isfinite(facts["iwae_nll"])
+    assert facts["parameters"] > 0 and facts["prior_fit_s"] >= 0
+    saved = tmp_path / "local_ar.keras"
+    again = ar_decoder.rescore(saved, PARAMS, test, samples=4, images=6)
+    assert again["kind"] == "LocalARVAE" and again["iwae_nll"] == facts["iwae_nll"]
+
+
+def test_the_local_ar_model_saves_and_loads_as_a_keras_file(tmp_path):
+    model = ar_decoder.build("local_ar", PARAMS)
+    _active_head(model)
+    path = tmp_path / "ar.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path, compile=False)
+    x = _binary(2, 10)
+    np.testing.assert_allclose(np.asarray(loaded.head(*loaded.features(np.ones((2, 3))), x)),
+                               np.asarray(model.head(*model.features(np.ones((2, 3))), x)),
+                               atol=1e-6)
+
+
+def test_without_data_it_says_what_to_run_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "ar.json"
+    missing = tmp_path / "mnist.npz"
+    assert ar_decoder.main(["--data", str(missing), "--out", str(out)]) == 1
+    assert f"{missing}: no such file; run `make repro`" in capsys.readouterr().err
+    assert not out.exists()
