@@ -178,8 +178,9 @@ def train_model(model: VAE, splits: Splits, params: Params) -> dict[str, Any]:
 
 
 def score(model: VAE, test_binarized: np.ndarray, params: Params, samples: int,
-          images: int) -> dict[str, Any]:
-    """IWAE NLL (float32, the pipeline's draws) on the evaluate stage's seeded test subset."""
+          images: int, precision: str = "float32") -> dict[str, Any]:
+    """IWAE NLL (the pipeline's `iwae_estimate`, its draws) on the evaluate stage's seeded test
+    subset; `precision` bfloat16 decodes in bf16 and the heaviest samples again in float32."""
     subset = evaluation.iwae_subset(len(test_binarized), images, params.evaluate.seed)
     x = test_binarized[subset]
     if isinstance(model, LocalARVAE):
@@ -189,11 +190,14 @@ def score(model: VAE, test_binarized: np.ndarray, params: Params, samples: int,
         scored_model, view = model, evaluation.View("bernoulli_binarized", x,
                                                     losses.bernoulli_nll)
     start = time.perf_counter()
-    nll = evaluation.iwae_nll(scored_model, view, samples, params.evaluate.iwae_max_batch,
-                              params.evaluate.seed + 1)
-    return {"iwae_nll": round(float(nll.mean()), 3),
+    iwae = evaluation.iwae_estimate(scored_model, view, samples, params.evaluate.iwae_max_batch,
+                                    params.evaluate.seed + 1, precision)
+    nll = iwae.nll
+    return {"iwae_nll": round(float(nll.mean()), 4),
             "iwae_se": round(float(nll.std(ddof=1) / np.sqrt(len(nll))), 3),
-            "iwae_samples": samples, "iwae_images": len(nll),
+            "iwae_samples": samples, "iwae_images": len(nll), "iwae_precision": precision,
+            "refined_fraction": round(iwae.refined_fraction, 4),
+            "max_shift_nats": iwae.max_shift_nats,
             "iwae_s": round(time.perf_counter() - start, 1)}
 
 
@@ -214,11 +218,11 @@ def run(kind: str, params: Params, splits: Splits, test_binarized: np.ndarray,
 
 
 def rescore(path: Path, params: Params, test_binarized: np.ndarray, samples: int,
-            images: int) -> dict[str, Any]:
+            images: int, precision: str = "float32") -> dict[str, Any]:
     """Score a saved model (either kind, with its own prior) as `run` scores a trained one."""
     model = keras.models.load_model(path, compile=False)
     return {"model": str(path), "kind": type(model).__name__} | score(
-        model, test_binarized, params, samples, images)
+        model, test_binarized, params, samples, images, precision)
 
 
 def experiment_params(epochs: int) -> Params:
@@ -239,7 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", nargs="+", default=["default", "local_ar"],
                    choices=["default", "local_ar"])
     p.add_argument("--iwae-samples", type=int, default=1000)
-    p.add_argument("--iwae-images", type=int, default=1000)
+    p.add_argument("--iwae-images", type=int, default=1000, help="0: the whole test set")
+    p.add_argument("--iwae-precision", choices=["float32", "bfloat16"], default="float32",
+                   help="bfloat16: bf16 decoding refined in float32, as the evaluate stage's")
     p.add_argument("--train-limit", type=int, default=0, help="0: all training images")
     p.add_argument("--data", type=Path, default=None, help="default: params.yaml's paths.data")
     p.add_argument("--save-dir", type=Path, help="save each trained model here as KIND.keras")
@@ -255,10 +261,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ar_decoder: {data_path}: no such file; run `make repro` (or pass --data)",
               file=sys.stderr)
         return 1
+    missing = [str(path) for path in args.score or () if not path.is_file()]
+    if missing:
+        print(f"ar_decoder: no such model: {', '.join(missing)}; train one with --save-dir",
+              file=sys.stderr)
+        return 1
     splits, test_binarized = evaluation.evaluation_sets(load_arrays(data_path), data_cfg)
     if args.score:
-        results = [rescore(path, params, test_binarized, args.iwae_samples, args.iwae_images)
-                   for path in args.score]
+        results = [rescore(path, params, test_binarized, args.iwae_samples, args.iwae_images,
+                           args.iwae_precision) for path in args.score]
     else:
         results = [run(kind, params, splits, test_binarized, args.iwae_samples,
                        args.iwae_images, args.save_dir) for kind in args.models]

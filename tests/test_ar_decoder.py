@@ -101,6 +101,9 @@ def test_a_run_trains_keeps_its_best_epoch_fits_the_prior_and_scores(tmp_path):
     saved = tmp_path / "local_ar.keras"
     again = ar_decoder.rescore(saved, PARAMS, test, samples=4, images=6)
     assert again["kind"] == "LocalARVAE" and again["iwae_nll"] == facts["iwae_nll"]
+    bf16 = ar_decoder.rescore(saved, PARAMS, test, samples=4, images=6, precision="bfloat16")
+    assert bf16["iwae_precision"] == "bfloat16" and 0 < bf16["refined_fraction"] <= 1
+    assert bf16["iwae_nll"] == pytest.approx(facts["iwae_nll"], abs=0.05)
 
 
 def test_the_local_ar_model_saves_and_loads_as_a_keras_file(tmp_path):
@@ -120,4 +123,13 @@ def test_without_data_it_says_what_to_run_and_writes_nothing(tmp_path, capsys):
     missing = tmp_path / "mnist.npz"
     assert ar_decoder.main(["--data", str(missing), "--out", str(out)]) == 1
     assert f"{missing}: no such file; run `make repro`" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_scoring_a_missing_model_says_so_and_writes_nothing(tmp_path, capsys):
+    out, missing = tmp_path / "ar.json", tmp_path / "none.keras"
+    argv = ["--data", str(tmp_path / "mnist.npz"), "--score", str(missing), "--out", str(out)]
+    (tmp_path / "mnist.npz").write_bytes(b"")
+    assert ar_decoder.main(argv) == 1
+    assert f"no such model: {missing}; train one with --save-dir" in capsys.readouterr().err
     assert not out.exists()
