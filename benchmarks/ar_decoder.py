@@ -7,13 +7,18 @@ layer, one 1x1 hidden layer, and a residual onto the decoder's own logits (zero 
 so training starts from the default model). p(x | z) is then a product of conditionals
 p(x_ij | x_<ij, z): still normalised, scored exactly in one pass, sampled in 784.
 
-Both models train on `configs/long.yaml`'s data (dynamically binarised) for the same epochs,
-in this one process, with the same seed, schedule and 50-component mixture prior; the report
-gives each one's seconds per epoch, best validation -ELBO and the IWAE NLL (the pipeline's own
-`iwae_estimate`, same draws) on a seeded subset of the binarised test set:
+Both models train on `configs/long.yaml`'s data (dynamically binarised) for the same epochs
+(or the epochs that fit `--time-budget-s`), in this one process, with the same seed, schedule
+and 50-component mixture prior; the report gives each one's seconds per epoch, best validation
+-ELBO and the IWAE NLL (the pipeline's own `iwae_estimate`, same draws) on the evaluate stage's
+seeded subset of the binarised test set. `--score` rescores saved models (either kind):
 
     PYTHONPATH=src:. .venv/bin/python -m benchmarks.ar_decoder --epochs 15 \
         --iwae-samples 1000 --iwae-images 1000 --out FILE.json
+    PYTHONPATH=src:. .venv/bin/python -m benchmarks.ar_decoder --epochs 300 \
+        --time-budget-s 3600 --models local_ar --save-dir DIR --out FILE.json
+    PYTHONPATH=src:. .venv/bin/python -m benchmarks.ar_decoder --score DIR/local_ar.keras \
+        models/vae.keras --iwae-samples 5000 --iwae-precision bfloat16 --samples-png S.png
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import argparse
 import dataclasses
 import datetime as dt
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -39,11 +45,13 @@ from mnist_vae.inputs import prior_fit_images, steps_per_epoch, training_batches
 from mnist_vae.model import VAE, build_vae, count_params
 from mnist_vae.overlays import params_with_overlay
 from mnist_vae.prior_fit import fit_prior
-from mnist_vae.training import configure_determinism, learning_rate
+from mnist_vae.rendering import save_png, sheet
+from mnist_vae.training import configure_determinism, learning_rate, plan_schedule
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERLAY = ROOT / "configs" / "long.yaml"
 EVAL_BATCH = 500
+SEED = 0  # the drawn digits'
 
 
 @keras.saving.register_keras_serializable(package="benchmarks")
@@ -93,14 +101,13 @@ class LocalARVAE(VAE):
         hidden, base = self.features(self.sampling(mean, log_var), training=training)
         return self.head(hidden, base, x), mean, log_var
 
-    def sample_images(self, z) -> np.ndarray:
+    def sample_images(self, z, rng: np.random.Generator) -> np.ndarray:
         """Binary images drawn pixel by pixel from p(x | z) for latents z [N, d]."""
         hidden, base = self.features(ops.convert_to_tensor(z, "float32"), training=False)
         x = np.zeros((len(z), 28, 28, 1), "float32")
-        rng = np.random.default_rng(0)
         for i in range(28):
             for j in range(28):
-                p = keras.ops.sigmoid(self.head(hidden, base, x))[:, i, j, 0]
+                p = ops.sigmoid(self.head(hidden, base, x))[:, i, j, 0]
                 x[:, i, j, 0] = rng.random(len(z)) < np.asarray(p)
         return x
 
@@ -153,6 +160,31 @@ class BestWeights(keras.callbacks.Callback):
             self.best = self.model.get_weights()
 
 
+class TimeBudget(keras.callbacks.Callback):
+    """Plans the epochs that fit `budget_s` at epoch 2's pace (epoch 1 also traces the graph),
+    spreads the cosine schedule over them, and stops there, or sooner if the budget runs out."""
+
+    def __init__(self, budget_s: float, steps: int, clock: BestWeights):
+        super().__init__()
+        self.budget_s, self.steps, self.clock, self.planned = budget_s, steps, clock, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        done, spent, pace = epoch + 1, sum(self.clock.seconds), self.clock.seconds[-1]
+        if done == PLAN_AFTER:
+            self.planned = planned_epochs(self.params["epochs"], done, spent, pace, self.budget_s)
+            plan_schedule(self.model, self.planned, self.steps)
+        if done == self.planned or spent + pace > self.budget_s:
+            self.model.stop_training = True
+
+
+PLAN_AFTER = 2
+
+
+def planned_epochs(cap: int, done: int, spent_s: float, pace_s: float, budget_s: float) -> int:
+    """The epochs that fit the budget at `pace_s` each after `done` took `spent_s`: at most cap."""
+    return max(done, min(cap, done + math.floor((budget_s - spent_s) / max(pace_s, 1e-9))))
+
+
 def build(kind: str, params: Params) -> VAE:
     """A fresh model of `kind` ('default' or 'local_ar'), seeded from params."""
     configure_determinism(params.train)
@@ -162,17 +194,21 @@ def build(kind: str, params: Params) -> VAE:
 
 
 def train_model(model: VAE, splits: Splits, params: Params) -> dict[str, Any]:
-    """Fit for params.train.epochs (cosine schedule, KL warm-up); keep the best epoch."""
+    """Fit for params.train.epochs, or the epochs of them that fit train.time_budget_s (cosine
+    schedule over them, KL warm-up); keep the best epoch."""
     cfg, steps = params.train, steps_per_epoch(len(splits.x_train), params.train.batch_size)
     model.compile(keras.optimizers.Adam(learning_rate(cfg, steps)), beta=cfg.beta,
                   kl_warmup_steps=cfg.kl_warmup_epochs * steps)
     val = tf.data.Dataset.from_tensor_slices(validation_images(splits, params.data))
     keep = BestWeights()
+    budget = [] if cfg.time_budget_s is None else [TimeBudget(cfg.time_budget_s, steps, keep)]
     model.fit(training_batches(splits.x_train, cfg, dynamic_binarize=True), epochs=cfg.epochs,
-              steps_per_epoch=steps, validation_data=val.batch(EVAL_BATCH), callbacks=[keep],
-              shuffle=False, verbose=2)
+              steps_per_epoch=steps, validation_data=val.batch(EVAL_BATCH),
+              callbacks=[keep, *budget], shuffle=False, verbose=2)
     model.set_weights(keep.best)
-    return {"epochs": cfg.epochs, "train_s": round(sum(keep.seconds), 1),
+    planned = (budget[0].planned or len(keep.seconds)) if budget else cfg.epochs
+    return {"epochs": len(keep.seconds), "planned_epochs": planned,
+            "time_budget_s": cfg.time_budget_s, "train_s": round(sum(keep.seconds), 1),
             "median_epoch_s": round(float(np.median(keep.seconds)), 2),
             "best_epoch": keep.best_epoch, "best_val_loss": round(keep.best_loss, 3)}
 
@@ -217,6 +253,16 @@ def run(kind: str, params: Params, splits: Splits, test_binarized: np.ndarray,
     return facts | score(model, test_binarized, params, samples, images)
 
 
+def draw(model: VAE, n: int, seed: int) -> np.ndarray:
+    """n binary digits from z ~ p(z) and x ~ p(x | z): pixel by pixel for a LocalARVAE, all
+    at once for the default, so the two are seen alike."""
+    rng = np.random.default_rng(seed)
+    z = model.prior_distribution().sample(n, rng).astype("float32")
+    if isinstance(model, LocalARVAE):
+        return model.sample_images(z, rng)
+    return (rng.random((n, 28, 28, 1)) < np.asarray(model.decode(z))).astype("float32")
+
+
 def rescore(path: Path, params: Params, test_binarized: np.ndarray, samples: int,
             images: int, precision: str = "float32") -> dict[str, Any]:
     """Score a saved model (either kind, with its own prior) as `run` scores a trained one."""
@@ -225,13 +271,14 @@ def rescore(path: Path, params: Params, test_binarized: np.ndarray, samples: int
         model, test_binarized, params, samples, images, precision)
 
 
-def experiment_params(epochs: int) -> Params:
-    """configs/long.yaml over params.yaml, `epochs` of training, the unconditional prior only."""
+def experiment_params(epochs: int, time_budget_s: float | None = None) -> Params:
+    """configs/long.yaml over params.yaml, `epochs` of training (or those of them that fit
+    `time_budget_s`), the unconditional prior only."""
     params = params_with_overlay(OVERLAY, ROOT / "params.yaml")
     prior = dataclasses.replace(params.model.prior, conditional=False)
     return dataclasses.replace(
         params, model=dataclasses.replace(params.model, prior=prior),
-        train=dataclasses.replace(params.train, epochs=epochs, time_budget_s=None))
+        train=dataclasses.replace(params.train, epochs=epochs, time_budget_s=time_budget_s))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -239,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.run import machine
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--epochs", type=int, default=15, help="with --time-budget-s: the most")
+    p.add_argument("--time-budget-s", type=float, help="train for the epochs that fit this")
     p.add_argument("--models", nargs="+", default=["default", "local_ar"],
                    choices=["default", "local_ar"])
     p.add_argument("--iwae-samples", type=int, default=1000)
@@ -251,9 +299,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--save-dir", type=Path, help="save each trained model here as KIND.keras")
     p.add_argument("--score", type=Path, nargs="+", metavar="MODEL.keras",
                    help="score these saved models instead of training")
+    p.add_argument("--samples-png", type=Path, metavar="PATH.png",
+                   help="with --score: 64 digits each model draws, as PATH-<model file>.png")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
-    params = experiment_params(args.epochs)
+    params = experiment_params(args.epochs, args.time_budget_s)
     data_cfg = dataclasses.replace(params.data, train_limit=args.train_limit)
     params = dataclasses.replace(params, data=data_cfg)
     data_path = args.data or ROOT / params.paths.data
@@ -270,6 +320,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.score:
         results = [rescore(path, params, test_binarized, args.iwae_samples, args.iwae_images,
                            args.iwae_precision) for path in args.score]
+        for path in args.score if args.samples_png else ():
+            picture = sheet(draw(keras.models.load_model(path, compile=False), 64, SEED), 3, 2)
+            save_png(picture, args.samples_png.with_name(
+                f"{args.samples_png.stem}-{path.stem}{args.samples_png.suffix}"))
     else:
         results = [run(kind, params, splits, test_binarized, args.iwae_samples,
                        args.iwae_images, args.save_dir) for kind in args.models]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -81,7 +84,8 @@ def test_drawn_images_are_binary_and_the_same_each_time():
     model = ar_decoder.build("local_ar", PARAMS)
     _active_head(model)
     z = np.random.default_rng(7).normal(size=(2, 3)).astype("float32")
-    first, second = model.sample_images(z), model.sample_images(z)
+    first = model.sample_images(z, np.random.default_rng(0))
+    second = model.sample_images(z, np.random.default_rng(0))
     assert first.shape == (2, 28, 28, 1) and set(np.unique(first)) <= {0.0, 1.0}
     np.testing.assert_array_equal(first, second)
 
@@ -133,3 +137,49 @@ def test_scoring_a_missing_model_says_so_and_writes_nothing(tmp_path, capsys):
     assert ar_decoder.main(argv) == 1
     assert f"no such model: {missing}; train one with --save-dir" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_the_budget_plans_the_epochs_that_fit_at_the_measured_pace():
+    assert ar_decoder.planned_epochs(300, done=2, spent_s=50, pace_s=22, budget_s=3600) == 163
+    assert ar_decoder.planned_epochs(100, done=2, spent_s=50, pace_s=22, budget_s=3600) == 100
+    assert ar_decoder.planned_epochs(300, done=2, spent_s=50, pace_s=40, budget_s=60) == 2
+
+
+@pytest.mark.parametrize(("budget_s", "epochs_run"), [(1e-6, 1), (1e6, 3)])
+def test_training_under_a_budget_stops_when_it_is_spent_or_at_the_cap(budget_s, epochs_run):
+    params = dataclasses.replace(PARAMS, train=dataclasses.replace(
+        PARAMS.train, epochs=3, time_budget_s=budget_s))
+    rng = np.random.default_rng(11)
+    splits = Splits(*(rng.random((n, 28, 28, 1)).astype("float32") if i % 2 == 0
+                      else rng.integers(0, 10, n) for i, n in enumerate((64, 64, 20, 20, 4, 4))))
+    facts = ar_decoder.train_model(ar_decoder.build("local_ar", params), splits, params)
+    assert facts["epochs"] == epochs_run and facts["planned_epochs"] == epochs_run
+    assert facts["time_budget_s"] == budget_s and facts["train_s"] > 0
+
+
+def test_both_kinds_draw_binary_digits_the_same_each_time():
+    for kind in ("default", "local_ar"):
+        model = ar_decoder.build(kind, PARAMS)
+        first, second = ar_decoder.draw(model, 3, seed=1), ar_decoder.draw(model, 3, seed=1)
+        assert first.shape == (3, 28, 28, 1) and set(np.unique(first)) <= {0.0, 1.0}
+        np.testing.assert_array_equal(first, second)
+
+
+def test_scoring_saved_models_from_the_command_line_writes_json_and_pictures(tmp_path):
+    rng = np.random.default_rng(12)
+    images = lambda n: rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)  # noqa: E731
+    data = tmp_path / "mnist.npz"
+    np.savez(data, x_train=images(5100), y_train=rng.integers(0, 10, 5100),
+             x_test=images(10), y_test=rng.integers(0, 10, 10))
+    models = []
+    for kind in ("default", "local_ar"):
+        models.append(tmp_path / f"{kind}.keras")
+        ar_decoder.build(kind, PARAMS).save(models[-1])
+    out, png = tmp_path / "scores.json", tmp_path / "drawn.png"
+    argv = ["--data", str(data), "--score", *map(str, models), "--iwae-samples", "3",
+            "--iwae-images", "4", "--samples-png", str(png), "--out", str(out)]
+    assert ar_decoder.main(argv) == 0
+    results = json.loads(out.read_text())["results"]
+    assert [r["kind"] for r in results] == ["VAE", "LocalARVAE"]
+    assert all(r["iwae_images"] == 4 and np.isfinite(r["iwae_nll"]) for r in results)
+    assert all((tmp_path / f"drawn-{kind}.png").is_file() for kind in ("default", "local_ar"))
