@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as dt
-import json
 import math
 import sys
 import time
@@ -283,7 +281,7 @@ def experiment_params(epochs: int, time_budget_s: float | None = None) -> Params
 
 def main(argv: list[str] | None = None) -> int:
     """Train the default and the local-AR variant alike; print (and save) what each scored."""
-    from benchmarks.run import machine
+    from benchmarks.run import print_report
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=15, help="with --time-budget-s: the most")
@@ -327,11 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         results = [run(kind, params, splits, test_binarized, args.iwae_samples,
                        args.iwae_images, args.save_dir) for kind in args.models]
-    text = json.dumps({"date": dt.date.today().isoformat(), "machine": machine(),
-                       "config": "configs/long.yaml", "results": results}, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n", encoding="utf-8")
+    print_report({"config": "configs/long.yaml", "results": results}, args.out)
     return 0
 
 

@@ -8,8 +8,6 @@ repository itself is never touched. On its own (`make bench` runs it too):
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
 import re
 import shutil
@@ -130,7 +128,7 @@ def measure_overhead(repo: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """The overhead timings of a built repository as JSON, with the machine they ran on."""
-    from benchmarks.run import machine
+    from benchmarks.run import print_report
 
     p = argparse.ArgumentParser(description="No-op and render-only `dvc repro`, timed.")
     p.add_argument("--repo", type=Path, default=Path(__file__).resolve().parent.parent)
@@ -140,11 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     if timings["status"] != "ok":
         print(f"overhead: not measured: {timings['note']}", file=sys.stderr)
         return 1
-    text = json.dumps({"date": dt.date.today().isoformat(), "machine": machine(), **timings},
-                      indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n", encoding="utf-8")
+    print_report(timings, args.out)
     return 0
 
 

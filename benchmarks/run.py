@@ -127,6 +127,15 @@ def machine() -> dict:
     }
 
 
+def print_report(fields: dict, out: Path | None) -> None:
+    """`fields` with today's date and this machine, as JSON on stdout and, given `out`, there."""
+    text = json.dumps({"date": dt.date.today().isoformat(), "machine": machine(), **fields},
+                      indent=2)
+    print(text)
+    if out:
+        out.write_text(text + "\n", encoding="utf-8")
+
+
 def git_revision() -> dict:
     def git(*a):
         done = subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True)
