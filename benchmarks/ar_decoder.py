@@ -50,6 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OVERLAY = ROOT / "configs" / "long.yaml"
 EVAL_BATCH = 500
 SEED = 0  # the drawn digits'
+PLAN_AFTER = 2  # the epoch whose pace plans a time budget (epoch 1 also traces the graph)
 
 
 @keras.saving.register_keras_serializable(package="benchmarks")
@@ -175,8 +176,6 @@ class TimeBudget(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-PLAN_AFTER = 2
-
 
 def planned_epochs(cap: int, done: int, spent_s: float, pace_s: float, budget_s: float) -> int:
     """The epochs that fit the budget at `pace_s` each after `done` took `spent_s`: at most cap."""
@@ -200,7 +199,8 @@ def train_model(model: VAE, splits: Splits, params: Params) -> dict[str, Any]:
     val = tf.data.Dataset.from_tensor_slices(validation_images(splits, params.data))
     keep = BestWeights()
     budget = [] if cfg.time_budget_s is None else [TimeBudget(cfg.time_budget_s, steps, keep)]
-    model.fit(training_batches(splits.x_train, cfg, dynamic_binarize=True), epochs=cfg.epochs,
+    batches = training_batches(splits.x_train, cfg, params.data.binarize == "dynamic")
+    model.fit(batches, epochs=cfg.epochs,
               steps_per_epoch=steps, validation_data=val.batch(EVAL_BATCH),
               callbacks=[keep, *budget], shuffle=False, verbose=2)
     model.set_weights(keep.best)
