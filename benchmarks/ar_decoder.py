@@ -200,9 +200,9 @@ def train_model(model: VAE, splits: Splits, params: Params) -> dict[str, Any]:
     keep = BestWeights()
     budget = [] if cfg.time_budget_s is None else [TimeBudget(cfg.time_budget_s, steps, keep)]
     batches = training_batches(splits.x_train, cfg, params.data.binarize == "dynamic")
-    model.fit(batches, epochs=cfg.epochs,
-              steps_per_epoch=steps, validation_data=val.batch(EVAL_BATCH),
-              callbacks=[keep, *budget], shuffle=False, verbose=2)
+    model.fit(batches, epochs=cfg.epochs, steps_per_epoch=steps,
+              validation_data=val.batch(EVAL_BATCH), callbacks=[keep, *budget], shuffle=False,
+              verbose=2)
     model.set_weights(keep.best)
     planned = (budget[0].planned or len(keep.seconds)) if budget else cfg.epochs
     return {"epochs": len(keep.seconds), "planned_epochs": planned,
