@@ -176,7 +176,6 @@ class TimeBudget(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-
 def planned_epochs(cap: int, done: int, spent_s: float, pace_s: float, budget_s: float) -> int:
     """The epochs that fit the budget at `pace_s` each after `done` took `spent_s`: at most cap."""
     return max(done, min(cap, done + math.floor((budget_s - spent_s) / max(pace_s, 1e-9))))
