@@ -11,7 +11,9 @@ Both models train on `configs/long.yaml`'s data (dynamically binarised) for the 
 (or the epochs that fit `--time-budget-s`), in this one process, with the same seed, schedule
 and 50-component mixture prior; the report gives each one's seconds per epoch, best validation
 -ELBO and the IWAE NLL (the pipeline's own `iwae_estimate`, same draws) on the evaluate stage's
-seeded subset of the binarised test set. `--score` rescores saved models (either kind):
+seeded subset of the binarised test set. `--score` rescores saved models (either kind);
+`--iwae-part K/N` scores part K of N of those images with the very draws a whole run gives
+them, so parts scored in separate sittings average (weighted by images) to the whole's number:
 
     PYTHONPATH=src:. .venv/bin/python -m benchmarks.ar_decoder --epochs 15 \
         --iwae-samples 1000 --iwae-images 1000 --out FILE.json
@@ -19,6 +21,8 @@ seeded subset of the binarised test set. `--score` rescores saved models (either
         --time-budget-s 3600 --models local_ar --save-dir DIR --out FILE.json
     PYTHONPATH=src:. .venv/bin/python -m benchmarks.ar_decoder --score DIR/local_ar.keras \
         models/vae.keras --iwae-samples 5000 --iwae-precision bfloat16 --samples-png S.png
+    PYTHONPATH=src:. .venv/bin/python -m benchmarks.ar_decoder --score DIR/local_ar.keras \
+        --iwae-samples 5000 --iwae-images 0 --iwae-part 1/2 --out PART1.json
 """
 
 from __future__ import annotations
@@ -211,27 +215,57 @@ def train_model(model: VAE, splits: Splits, params: Params) -> dict[str, Any]:
 
 
 def score(model: VAE, test_binarized: np.ndarray, params: Params, samples: int,
-          images: int, precision: str = "float32") -> dict[str, Any]:
+          images: int, precision: str = "float32",
+          part: tuple[int, int] = (1, 1)) -> dict[str, Any]:
     """IWAE NLL (the pipeline's `iwae_estimate`, its draws) on the evaluate stage's seeded test
-    subset; `precision` bfloat16 decodes in bf16 and the heaviest samples again in float32."""
-    subset = evaluation.iwae_subset(len(test_binarized), images, params.evaluate.seed)
-    x = test_binarized[subset]
+    subset, or on part K of N of it with the very draws a whole run gives those images;
+    `precision` bfloat16 decodes in bf16 and the heaviest samples again in float32."""
+    subset, chosen = scored_images(len(test_binarized), params, samples, images, part)
+    x = test_binarized[subset[chosen]]
     if isinstance(model, LocalARVAE):
         scored = ScoredAR(model)
         scored_model, view = scored, scored.view("bernoulli_binarized", x)
     else:
         scored_model, view = model, evaluation.View("bernoulli_binarized", x,
                                                     losses.bernoulli_nll)
+    # iwae_estimate seeds through np.random.default_rng, which takes a Generator as it is
+    draws = draws_after(params.evaluate.seed + 1, chosen.start * samples * model.latent_dim)
     start = time.perf_counter()
     iwae = evaluation.iwae_estimate(scored_model, view, samples, params.evaluate.iwae_max_batch,
-                                    params.evaluate.seed + 1, precision)
+                                    draws, precision)
     nll = iwae.nll
     return {"iwae_nll": round(float(nll.mean()), 4),
             "iwae_se": round(float(nll.std(ddof=1) / np.sqrt(len(nll))), 3),
             "iwae_samples": samples, "iwae_images": len(nll), "iwae_precision": precision,
+            "iwae_part": f"{part[0]}/{part[1]}", "iwae_positions": [chosen.start, chosen.stop],
             "refined_fraction": round(iwae.refined_fraction, 4),
             "max_shift_nats": iwae.max_shift_nats,
             "iwae_s": round(time.perf_counter() - start, 1)}
+
+
+def scored_images(n_test: int, params: Params, samples: int, images: int,
+                  part: tuple[int, int]) -> tuple[np.ndarray, slice]:
+    """(the evaluate stage's seeded test subset, the positions in it that `part` scores)."""
+    subset = evaluation.iwae_subset(n_test, images, params.evaluate.seed)
+    unit = evaluation.iwae_plan(samples, params.evaluate.iwae_max_batch)[0]
+    return subset, part_of(len(subset), part, unit)
+
+
+def part_of(n: int, part: tuple[int, int], unit: int) -> slice:
+    """Part K of N (from 1) of n images, cut at multiples of `unit` (the images per IWAE batch,
+    so a part's draws start where a whole run's do for its first image)."""
+    k, parts = part
+    bounds = [min(n, unit * round(i * n / parts / unit)) for i in range(parts)] + [n]
+    return slice(bounds[k - 1], bounds[k])
+
+
+def draws_after(seed: int, skip: int, chunk: int = 10_000_000) -> np.random.Generator:
+    """The generator seeded with `seed`, moved past its first `skip` standard normals (NumPy's
+    normals come out the same however the calls are split)."""
+    rng = np.random.default_rng(seed)
+    for done in range(0, skip, chunk):
+        rng.standard_normal(min(chunk, skip - done))
+    return rng
 
 
 def run(kind: str, params: Params, splits: Splits, test_binarized: np.ndarray,
@@ -261,11 +295,24 @@ def draw(model: VAE, n: int, seed: int) -> np.ndarray:
 
 
 def rescore(path: Path, params: Params, test_binarized: np.ndarray, samples: int,
-            images: int, precision: str = "float32") -> dict[str, Any]:
-    """Score a saved model (either kind, with its own prior) as `run` scores a trained one."""
+            images: int, precision: str = "float32", part: tuple[int, int] = (1, 1),
+            drawn_png: Path | None = None) -> dict[str, Any]:
+    """Score a saved model (either kind, with its own prior) as `run` scores a trained one;
+    with `drawn_png`, save there 64 digits it draws."""
     model = keras.models.load_model(path, compile=False)
-    return {"model": str(path), "kind": type(model).__name__} | score(
-        model, test_binarized, params, samples, images, precision)
+    facts = {"model": str(path), "kind": type(model).__name__} | score(
+        model, test_binarized, params, samples, images, precision, part)
+    if drawn_png is not None:
+        save_png(sheet(draw(model, 64, SEED), 3, 2), drawn_png)
+    return facts
+
+
+def part_arg(text: str) -> tuple[int, int]:
+    """'K/N' as (K, N), 1 <= K <= N."""
+    k, _, n = text.partition("/")
+    if not (k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+        raise argparse.ArgumentTypeError(f"{text!r}: give K/N with 1 <= K <= N, e.g. 1/2")
+    return int(k), int(n)
 
 
 def experiment_params(epochs: int, time_budget_s: float | None = None) -> Params:
@@ -276,6 +323,13 @@ def experiment_params(epochs: int, time_budget_s: float | None = None) -> Params
     return dataclasses.replace(
         params, model=dataclasses.replace(params.model, prior=prior),
         train=dataclasses.replace(params.train, epochs=epochs, time_budget_s=time_budget_s))
+
+
+def drawn_png(base: Path | None, model_path: Path) -> Path | None:
+    """BASE-<model file stem>.png for a model's drawn digits, or None without a base."""
+    if base is None:
+        return None
+    return base.with_name(f"{base.stem}-{model_path.stem}{base.suffix}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -289,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
                    choices=["default", "local_ar"])
     p.add_argument("--iwae-samples", type=int, default=1000)
     p.add_argument("--iwae-images", type=int, default=1000, help="0: the whole test set")
+    p.add_argument("--iwae-part", type=part_arg, default=(1, 1), metavar="K/N",
+                   help="with --score: part K of N of those images, with a whole run's draws")
     p.add_argument("--iwae-precision", choices=["float32", "bfloat16"], default="float32",
                    help="bfloat16: bf16 decoding refined in float32, as the evaluate stage's")
     p.add_argument("--train-limit", type=int, default=0, help="0: all training images")
@@ -308,19 +364,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ar_decoder: {data_path}: no such file; run `make repro` (or pass --data)",
               file=sys.stderr)
         return 1
+    if args.iwae_part != (1, 1) and not args.score:
+        print("ar_decoder: --iwae-part scores part of saved models; add --score MODEL.keras",
+              file=sys.stderr)
+        return 1
     missing = [str(path) for path in args.score or () if not path.is_file()]
     if missing:
         print(f"ar_decoder: no such model: {', '.join(missing)}; train one with --save-dir",
               file=sys.stderr)
         return 1
     splits, test_binarized = evaluation.evaluation_sets(load_arrays(data_path), data_cfg)
+    positions = scored_images(len(test_binarized), params, args.iwae_samples, args.iwae_images,
+                              args.iwae_part)[1]
+    if positions.start == positions.stop:
+        print(f"ar_decoder: --iwae-part {args.iwae_part[0]}/{args.iwae_part[1]} holds no image "
+              "(parts are cut at whole IWAE batches); use fewer parts", file=sys.stderr)
+        return 1
     if args.score:
         results = [rescore(path, params, test_binarized, args.iwae_samples, args.iwae_images,
-                           args.iwae_precision) for path in args.score]
-        for path in args.score if args.samples_png else ():
-            picture = sheet(draw(keras.models.load_model(path, compile=False), 64, SEED), 3, 2)
-            save_png(picture, args.samples_png.with_name(
-                f"{args.samples_png.stem}-{path.stem}{args.samples_png.suffix}"))
+                           args.iwae_precision, args.iwae_part, drawn_png(args.samples_png, path))
+                   for path in args.score]
     else:
         results = [run(kind, params, splits, test_binarized, args.iwae_samples,
                        args.iwae_images, args.save_dir) for kind in args.models]

@@ -110,6 +110,29 @@ def test_a_run_trains_keeps_its_best_epoch_fits_the_prior_and_scores(tmp_path):
     assert bf16["iwae_nll"] == pytest.approx(facts["iwae_nll"], abs=0.05)
 
 
+def test_scored_in_parts_the_images_get_the_draws_a_whole_run_gives_them():
+    model = ar_decoder.build("local_ar", PARAMS)
+    _active_head(model)
+    model.set_prior(model.prior_distribution())
+    test = _binary(10, 13)
+    whole = ar_decoder.score(model, test, PARAMS, samples=32, images=0)
+    parts = [ar_decoder.score(model, test, PARAMS, samples=32, images=0, part=(k, 2))
+             for k in (1, 2)]
+    assert [p["iwae_positions"] for p in parts] == [[0, 4], [4, 10]]  # whole 2-image batches
+    combined = sum(p["iwae_nll"] * p["iwae_images"] for p in parts) / 10
+    assert combined == pytest.approx(whole["iwae_nll"], abs=1e-4)
+    unseeded_second_half = ar_decoder.score(model, test[4:], PARAMS, samples=32, images=0)
+    assert unseeded_second_half["iwae_nll"] != pytest.approx(parts[1]["iwae_nll"], abs=1e-4)
+
+
+@pytest.mark.parametrize(("n", "part", "unit", "expected"), [
+    (10_000, (1, 2), 1, (0, 5000)), (10_000, (2, 2), 1, (5000, 10_000)),
+    (10, (2, 3), 2, (4, 6)), (3, (1, 2), 5, (0, 0)), (3, (2, 2), 5, (0, 3))])
+def test_parts_are_cut_at_whole_iwae_batches(n, part, unit, expected):
+    positions = ar_decoder.part_of(n, part, unit)
+    assert (positions.start, positions.stop) == expected
+
+
 def test_the_local_ar_model_saves_and_loads_as_a_keras_file(tmp_path):
     model = ar_decoder.build("local_ar", PARAMS)
     _active_head(model)
@@ -137,6 +160,32 @@ def test_scoring_a_missing_model_says_so_and_writes_nothing(tmp_path, capsys):
     assert ar_decoder.main(argv) == 1
     assert f"no such model: {missing}; train one with --save-dir" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["--iwae-part", "1/2"], "--iwae-part scores part of saved models; add --score"),
+    (["--score", "MODEL", "--iwae-part", "1/2", "--iwae-images", "3"],
+     "--iwae-part 1/2 holds no image (parts are cut at whole IWAE batches); use fewer parts")])
+def test_a_part_that_cannot_be_scored_is_refused_and_nothing_written(tmp_path, capsys, argv,
+                                                                     says):
+    data, model, out = tmp_path / "mnist.npz", tmp_path / "m.keras", tmp_path / "ar.json"
+    rng = np.random.default_rng(14)
+    np.savez(data, x_train=rng.integers(0, 256, (5100, 28, 28), dtype=np.uint8),
+             y_train=rng.integers(0, 10, 5100),
+             x_test=rng.integers(0, 256, (10, 28, 28), dtype=np.uint8),
+             y_test=rng.integers(0, 10, 10))
+    ar_decoder.build("local_ar", PARAMS).save(model)
+    argv = [str(model) if a == "MODEL" else a for a in argv]
+    assert ar_decoder.main(["--data", str(data), "--out", str(out), *argv]) == 1
+    assert says in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("text", ["3/2", "0/2", "1", "a/b", "1/0"])
+def test_a_malformed_part_is_refused_by_name(text, capsys):
+    with pytest.raises(SystemExit):
+        ar_decoder.main(["--iwae-part", text])
+    assert f"{text!r}: give K/N with 1 <= K <= N" in capsys.readouterr().err
 
 
 def test_the_budget_plans_the_epochs_that_fit_at_the_measured_pace():
