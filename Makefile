@@ -47,7 +47,7 @@ deps: $(STAMP)  ## Rewrite dvc.yaml's module deps to each stage's import closure
 	$(BIN)/python scripts/sync_deps.py
 
 lint: $(STAMP)  ## Lint the code (ruff)
-	$(BIN)/ruff check src stages tests benchmarks
+	$(BIN)/ruff check src stages tests benchmarks scripts
 
 lock:  ## Re-resolve requirements.lock from pyproject.toml (needs network access to PyPI)
 	$(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links --extra dev --output-file requirements.lock pyproject.toml

@@ -9,7 +9,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from test_dvc_map import import_closure  # noqa: E402
 
 STAGE = re.compile(r"^  ([a-z_]+):\s*$")
-MODULE_DEP = re.compile(r"^      - src/mnist_vae/\S+\.py\s*(#.*)?$")  # a comment does not end a block
+# a module dep line; a comment after it does not end the block
+MODULE_DEP = re.compile(r"^      - src/mnist_vae/\S+\.py\s*(#.*)?$")
 
 
 def synced(lines: list[str]) -> list[str]:
