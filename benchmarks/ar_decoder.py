@@ -13,7 +13,7 @@ and 50-component mixture prior; the report gives each one's seconds per epoch, b
 -ELBO and the IWAE NLL (the pipeline's own `iwae_estimate`, same draws) on the evaluate stage's
 seeded subset of the binarised test set. `--score` rescores saved models (either kind);
 `--iwae-part K/N` scores part K of N of those images with the very draws a whole run gives
-them, so parts scored in separate sittings average (weighted by images) to the whole's number:
+them, so parts scored in separate sittings make the whole run's number (`--combine`):
 
     PYTHONPATH=src:. .venv/bin/python -m benchmarks.ar_decoder --epochs 15 \
         --iwae-samples 1000 --iwae-images 1000 --out FILE.json
@@ -23,12 +23,14 @@ them, so parts scored in separate sittings average (weighted by images) to the w
         models/vae.keras --iwae-samples 5000 --iwae-precision bfloat16 --samples-png S.png
     PYTHONPATH=src:. .venv/bin/python -m benchmarks.ar_decoder --score DIR/local_ar.keras \
         --iwae-samples 5000 --iwae-images 0 --iwae-part 1/2 --out PART1.json
+    PYTHONPATH=src:. .venv/bin/python -m benchmarks.ar_decoder --combine PART1.json PART2.json
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import sys
 import time
@@ -315,6 +317,50 @@ def part_arg(text: str) -> tuple[int, int]:
     return int(k), int(n)
 
 
+def combine(reports: list[dict]) -> list[dict[str, Any]]:
+    """Per model, the part results of `reports` (`--iwae-part` runs) as one whole run's; a
+    ValueError naming the model if its parts are not 1..N of one N, alike and contiguous."""
+    by_model: dict[str, list[dict]] = {}
+    for report in reports:
+        for result in report["results"]:
+            part = {"date": report.get("date"), "machine": report.get("machine")} | result
+            by_model.setdefault(result["model"], []).append(part)
+    return [combined(model, parts) for model, parts in by_model.items()]
+
+
+def combined(model: str, parts: list[dict]) -> dict[str, Any]:
+    """One model's parts as a whole run's result: the mean and standard error over all images."""
+    parts = sorted(parts, key=lambda part: part_arg(part["iwae_part"]))
+    split = max(part_arg(part["iwae_part"])[1] for part in parts)
+    expected = [f"{k}/{split}" for k in range(1, split + 1)]
+    if [part["iwae_part"] for part in parts] != expected:
+        raise ValueError(f"{model}: parts {', '.join(part['iwae_part'] for part in parts)} "
+                         f"given; combine exactly {', '.join(expected)}")
+    for key in ("kind", "iwae_samples", "iwae_precision"):
+        if len({part[key] for part in parts}) > 1:
+            raise ValueError(f"{model}: the parts differ in {key}; score every part alike")
+    starts = [part["iwae_positions"][0] for part in parts]
+    if starts != [0] + [part["iwae_positions"][1] for part in parts[:-1]]:
+        raise ValueError(f"{model}: the parts' images do not follow on from each other; score "
+                         "them with the same --iwae-images")
+    n = np.array([part["iwae_images"] for part in parts])
+    mean = np.array([part["iwae_nll"] for part in parts])
+    sd = np.array([part["iwae_se"] for part in parts]) * np.sqrt(n)
+    whole = float(np.sum(n * mean) / n.sum())
+    pooled = (np.sum((n - 1) * sd**2) + np.sum(n * (mean - whole) ** 2)) / (n.sum() - 1)
+    shifts = [part["max_shift_nats"] for part in parts]
+    return {"model": model, "kind": parts[0]["kind"], "iwae_nll": round(whole, 4),
+            "iwae_se": round(float(np.sqrt(pooled / n.sum())), 3),
+            "iwae_samples": parts[0]["iwae_samples"], "iwae_images": int(n.sum()),
+            "iwae_precision": parts[0]["iwae_precision"],
+            "refined_fraction": round(float(np.sum(n * [part["refined_fraction"]
+                                                        for part in parts]) / n.sum()), 4),
+            "max_shift_nats": None if None in shifts else max(shifts),
+            "iwae_s": round(sum(part["iwae_s"] for part in parts), 1),
+            "parts": [{key: part[key] for key in ("iwae_part", "date", "machine", "iwae_images",
+                                                  "iwae_nll", "iwae_s")} for part in parts]}
+
+
 def experiment_params(epochs: int, time_budget_s: float | None = None) -> Params:
     """configs/long.yaml over params.yaml, `epochs` of training (or those of them that fit
     `time_budget_s`), the unconditional prior only."""
@@ -323,6 +369,40 @@ def experiment_params(epochs: int, time_budget_s: float | None = None) -> Params
     return dataclasses.replace(
         params, model=dataclasses.replace(params.model, prior=prior),
         train=dataclasses.replace(params.train, epochs=epochs, time_budget_s=time_budget_s))
+
+
+def is_part_report(report: Any) -> bool:
+    """Whether `report` is what `--score ... --iwae-part K/N --out` writes."""
+    results = report.get("results") if isinstance(report, dict) else None
+    return bool(results) and all(isinstance(result, dict) and "iwae_part" in result
+                                 for result in results)
+
+
+def combine_files(paths: list[Path], out: Path | None) -> int:
+    """`--combine`: the part reports at `paths` as one whole run's report, or a one-line
+    refusal (and nothing written)."""
+    from benchmarks.run import print_report
+
+    reports = []
+    for path in paths:
+        try:
+            report = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            print(f"ar_decoder: --combine: {path}: {error}", file=sys.stderr)
+            return 1
+        if not is_part_report(report):
+            print(f"ar_decoder: --combine: {path} is not a report of `--score ... --iwae-part`",
+                  file=sys.stderr)
+            return 1
+        reports.append(report)
+    try:
+        results = combine(reports)
+    except ValueError as error:
+        print(f"ar_decoder: --combine: {error}", file=sys.stderr)
+        return 1
+    print_report({"config": reports[0].get("config"), "combined_from": list(map(str, paths)),
+                  "results": results}, out)
+    return 0
 
 
 def drawn_png(base: Path | None, model_path: Path) -> Path | None:
@@ -350,12 +430,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-limit", type=int, default=0, help="0: all training images")
     p.add_argument("--data", type=Path, default=None, help="default: params.yaml's paths.data")
     p.add_argument("--save-dir", type=Path, help="save each trained model here as KIND.keras")
-    p.add_argument("--score", type=Path, nargs="+", metavar="MODEL.keras",
-                   help="score these saved models instead of training")
+    instead = p.add_mutually_exclusive_group()
+    instead.add_argument("--score", type=Path, nargs="+", metavar="MODEL.keras",
+                         help="score these saved models instead of training")
+    instead.add_argument("--combine", type=Path, nargs="+", metavar="PART.json",
+                         help="combine the reports of --iwae-part runs into the whole run's")
     p.add_argument("--samples-png", type=Path, metavar="PATH.png",
                    help="with --score: 64 digits each model draws, as PATH-<model file>.png")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
+    if args.combine:
+        return combine_files(args.combine, args.out)
     params = experiment_params(args.epochs, args.time_budget_s)
     data_cfg = dataclasses.replace(params.data, train_limit=args.train_limit)
     params = dataclasses.replace(params, data=data_cfg)

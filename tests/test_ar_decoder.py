@@ -27,6 +27,15 @@ def _binary(n: int, seed: int) -> np.ndarray:
     return (np.random.default_rng(seed).random((n, 28, 28, 1)) < 0.3).astype("float32")
 
 
+def _mnist_npz(path, seed: int, test_images: int = 10):
+    """A small MNIST-shaped .npz (enough training images for the validation split)."""
+    rng = np.random.default_rng(seed)
+    images = lambda n: rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)  # noqa: E731
+    np.savez(path, x_train=images(5100), y_train=rng.integers(0, 10, 5100),
+             x_test=images(test_images), y_test=rng.integers(0, 10, test_images))
+    return path
+
+
 def _active_head(model: ar_decoder.LocalARVAE) -> None:
     """Give the zero-initialised residual random weights, so the head's context counts."""
     rng = np.random.default_rng(1)
@@ -168,12 +177,8 @@ def test_scoring_a_missing_model_says_so_and_writes_nothing(tmp_path, capsys):
      "--iwae-part 1/2 holds no image (parts are cut at whole IWAE batches); use fewer parts")])
 def test_a_part_that_cannot_be_scored_is_refused_and_nothing_written(tmp_path, capsys, argv,
                                                                      says):
-    data, model, out = tmp_path / "mnist.npz", tmp_path / "m.keras", tmp_path / "ar.json"
-    rng = np.random.default_rng(14)
-    np.savez(data, x_train=rng.integers(0, 256, (5100, 28, 28), dtype=np.uint8),
-             y_train=rng.integers(0, 10, 5100),
-             x_test=rng.integers(0, 256, (10, 28, 28), dtype=np.uint8),
-             y_test=rng.integers(0, 10, 10))
+    data, model = _mnist_npz(tmp_path / "mnist.npz", 14), tmp_path / "m.keras"
+    out = tmp_path / "ar.json"
     ar_decoder.build("local_ar", PARAMS).save(model)
     argv = [str(model) if a == "MODEL" else a for a in argv]
     assert ar_decoder.main(["--data", str(data), "--out", str(out), *argv]) == 1
@@ -215,11 +220,7 @@ def test_both_kinds_draw_binary_digits_the_same_each_time():
 
 
 def test_scoring_saved_models_from_the_command_line_writes_json_and_pictures(tmp_path):
-    rng = np.random.default_rng(12)
-    images = lambda n: rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)  # noqa: E731
-    data = tmp_path / "mnist.npz"
-    np.savez(data, x_train=images(5100), y_train=rng.integers(0, 10, 5100),
-             x_test=images(10), y_test=rng.integers(0, 10, 10))
+    data = _mnist_npz(tmp_path / "mnist.npz", 12)
     models = []
     for kind in ("default", "local_ar"):
         models.append(tmp_path / f"{kind}.keras")
@@ -232,3 +233,66 @@ def test_scoring_saved_models_from_the_command_line_writes_json_and_pictures(tmp
     assert [r["kind"] for r in results] == ["VAE", "LocalARVAE"]
     assert all(r["iwae_images"] == 4 and np.isfinite(r["iwae_nll"]) for r in results)
     assert all((tmp_path / f"drawn-{kind}.png").is_file() for kind in ("default", "local_ar"))
+
+
+def _score_parts(tmp_path, data, model, parts: list[str]) -> list:
+    """Score `model` in the given parts from the command line; the report paths."""
+    outs = []
+    for part in parts:
+        outs.append(tmp_path / f"part{len(outs)}.json")
+        argv = ["--data", str(data), "--score", str(model), "--iwae-samples", "1000",
+                "--iwae-images", "0", "--iwae-part", part, "--out", str(outs[-1])]
+        assert ar_decoder.main(argv) == 0
+    return outs
+
+
+def test_combined_parts_report_what_one_whole_run_reports(tmp_path):
+    data, model = _mnist_npz(tmp_path / "mnist.npz", 15, test_images=12), tmp_path / "m.keras"
+    ar_decoder.build("local_ar", PARAMS).save(model)
+    whole, *parts = _score_parts(tmp_path, data, model, ["1/1", "2/2", "1/2"])
+    out = tmp_path / "combined.json"
+    assert ar_decoder.main(["--combine", *map(str, parts), "--out", str(out)]) == 0
+    (result,) = json.loads(out.read_text())["results"]
+    (expected,) = json.loads(whole.read_text())["results"]
+    assert result["iwae_images"] == 12 and [p["iwae_part"] for p in result["parts"]] == [
+        "1/2", "2/2"]
+    assert result["iwae_nll"] == pytest.approx(expected["iwae_nll"], abs=2e-4)
+    assert result["iwae_se"] == pytest.approx(expected["iwae_se"], abs=2e-3)
+
+
+def _part_report(k: int, start: int, stop: int) -> dict:
+    """What `--score m.keras --iwae-part K/2 --out` writes, in outline."""
+    return {"results": [{"model": "m.keras", "kind": "LocalARVAE", "iwae_part": f"{k}/2",
+                         "iwae_positions": [start, stop], "iwae_images": stop - start,
+                         "iwae_nll": 80.0 + k, "iwae_se": 1.0, "iwae_samples": 1000,
+                         "iwae_precision": "float32", "refined_fraction": 1.0,
+                         "max_shift_nats": 0.0, "iwae_s": 1.0}]}
+
+
+@pytest.mark.parametrize(("edit", "says"), [
+    (lambda reports: reports[:1], "parts 1/2 given; combine exactly 1/2, 2/2"),
+    (lambda reports: [reports[0], reports[0], reports[1]], "parts 1/2, 1/2, 2/2 given"),
+    (lambda reports: [reports[0], {**reports[1], "results": [
+        {**reports[1]["results"][0], "iwae_samples": 5}]}], "the parts differ in iwae_samples"),
+    (lambda reports: [reports[0], {**reports[1], "results": [
+        {**reports[1]["results"][0], "iwae_positions": [7, 12]}]}], "do not follow on"),
+    (lambda reports: [reports[0], {"results": []}], "is not a report of `--score ... --iwae-part`"),
+])
+def test_parts_that_do_not_make_a_whole_are_refused_and_nothing_written(tmp_path, capsys, edit,
+                                                                        says):
+    reports = [_part_report(1, 0, 6), _part_report(2, 6, 12)]
+    paths = []
+    for report in edit(reports):
+        paths.append(tmp_path / f"r{len(paths)}.json")
+        paths[-1].write_text(json.dumps(report))
+    out = tmp_path / "combined.json"
+    assert ar_decoder.main(["--combine", *map(str, paths), "--out", str(out)]) == 1
+    assert says in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_combining_a_file_that_is_not_json_names_it(tmp_path, capsys):
+    broken = tmp_path / "part.json"
+    broken.write_text("{")
+    assert ar_decoder.main(["--combine", str(broken)]) == 1
+    assert f"ar_decoder: --combine: {broken}: " in capsys.readouterr().err
