@@ -309,12 +309,20 @@ def rescore(path: Path, params: Params, test_binarized: np.ndarray, samples: int
     return facts
 
 
-def part_arg(text: str) -> tuple[int, int]:
-    """'K/N' as (K, N), 1 <= K <= N."""
-    k, _, n = text.partition("/")
+def parse_part(text: str) -> tuple[int, int]:
+    """'K/N' as (K, N), 1 <= K <= N; a ValueError saying how to write it otherwise."""
+    k, _, n = str(text).partition("/")
     if not (k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
-        raise argparse.ArgumentTypeError(f"{text!r}: give K/N with 1 <= K <= N, e.g. 1/2")
+        raise ValueError(f"{text!r}: give K/N with 1 <= K <= N, e.g. 1/2")
     return int(k), int(n)
+
+
+def part_arg(text: str) -> tuple[int, int]:
+    """`parse_part` for argparse, which shows an ArgumentTypeError's own words."""
+    try:
+        return parse_part(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def combine(reports: list[dict]) -> list[dict[str, Any]]:
@@ -330,12 +338,18 @@ def combine(reports: list[dict]) -> list[dict[str, Any]]:
 
 def combined(model: str, parts: list[dict]) -> dict[str, Any]:
     """One model's parts as a whole run's result: the mean and standard error over all images."""
-    parts = sorted(parts, key=lambda part: part_arg(part["iwae_part"]))
-    split = max(part_arg(part["iwae_part"])[1] for part in parts)
-    expected = [f"{k}/{split}" for k in range(1, split + 1)]
-    if [part["iwae_part"] for part in parts] != expected:
+    try:
+        numbered = sorted(((parse_part(part["iwae_part"]), part) for part in parts),
+                          key=lambda item: item[0])
+    except ValueError as error:
+        raise ValueError(f"{model}: iwae_part {error}") from None
+    parts = [part for _, part in numbered]
+    split = max(n for (_, n), _ in numbered)
+    expected = [(k, split) for k in range(1, split + 1)]
+    if [kn for kn, _ in numbered] != expected:
         raise ValueError(f"{model}: parts {', '.join(part['iwae_part'] for part in parts)} "
-                         f"given; combine exactly {', '.join(expected)}")
+                         f"given; combine exactly "
+                         f"{', '.join(f'{k}/{n}' for k, n in expected)}")
     for key in ("kind", "iwae_samples", "iwae_precision"):
         if len({part[key] for part in parts}) > 1:
             raise ValueError(f"{model}: the parts differ in {key}; score every part alike")

@@ -277,6 +277,9 @@ def _part_report(k: int, start: int, stop: int) -> dict:
     (lambda reports: [reports[0], {**reports[1], "results": [
         {**reports[1]["results"][0], "iwae_positions": [7, 12]}]}], "do not follow on"),
     (lambda reports: [reports[0], {"results": []}], "is not a report of `--score ... --iwae-part`"),
+    (lambda reports: [reports[0], {**reports[1], "results": [
+        {**reports[1]["results"][0], "iwae_part": "2/x"}]}],
+     "m.keras: iwae_part '2/x': give K/N with 1 <= K <= N"),
 ])
 def test_parts_that_do_not_make_a_whole_are_refused_and_nothing_written(tmp_path, capsys, edit,
                                                                         says):
