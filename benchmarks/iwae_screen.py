@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 from scipy import special
 
+from mnist_vae.files import write_json
+
 
 def taylor_logits_fn(decoder: Any) -> Any:
     """mu [b, d] -> (logits at mu [b, p], their Jacobian in z [b, d, p]), forward-mode."""
@@ -146,7 +148,7 @@ def main() -> int:
               **measure(model, images, args.samples, 7, args.left_overs)}
     print(json.dumps(report, indent=2))
     if args.out:
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        write_json(args.out, report)
     return 0
 
 

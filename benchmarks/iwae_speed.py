@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 from scipy import linalg, special
 
+from mnist_vae.files import write_json
+
 ROOT = Path(__file__).resolve().parents[1]
 COMPONENTS = 50
 MNIST_TEST_IMAGES = ROOT.parent / "shared" / "datasets" / "mnist" / "t10k-images-idx3-ubyte.gz"
@@ -172,7 +174,7 @@ def main() -> int:
     }
     print(json.dumps(report, indent=2))
     if args.out:
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        write_json(args.out, report)
     return 0
 
 

@@ -36,6 +36,7 @@ from benchmarks.settings import (
     SUBJECT,
     Settings,
 )
+from mnist_vae.files import atomic_path, atomic_paths
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "benchmarks" / "results"
@@ -133,7 +134,8 @@ def print_report(fields: dict, out: Path | None) -> None:
                       indent=2)
     print(text)
     if out:
-        out.write_text(text + "\n", encoding="utf-8")
+        with atomic_path(out) as tmp:
+            tmp.write_text(text + "\n", encoding="utf-8")
 
 
 def git_revision() -> dict:
@@ -271,8 +273,9 @@ def write_results(results: dict, out_dir: Path) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = results_stem(results)
     json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
-    json_path.write_text(json.dumps(results, indent=1) + "\n")
-    md_path.write_text("# " + report.render(results, heading="#").lstrip("# ") + "\n")
+    with atomic_paths(json_path, md_path) as (json_tmp, md_tmp):
+        json_tmp.write_text(json.dumps(results, indent=1) + "\n")
+        md_tmp.write_text("# " + report.render(results, heading="#").lstrip("# ") + "\n")
     return json_path, md_path
 
 

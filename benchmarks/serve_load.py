@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import psutil
 
+from mnist_vae.files import write_json
+
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 SAVE_MODEL = """
@@ -214,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         }
     print(json.dumps(results, indent=2))
     if args.out:
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        write_json(args.out, results)
     return 0 if results["current"]["errors"] == 0 else 1
 
 

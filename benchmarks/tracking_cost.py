@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from mnist_vae import teamstack
+from mnist_vae.files import write_json
 from mnist_vae.precision import cpu_facts
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -159,7 +160,7 @@ def main() -> int:
               f"{report['ratio_server_over_sqlite'][p]:>6.2f}")
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"{report['date']}-tracking-authcache{args.auth_cache_ttl}.json"
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(out, report)
     print(f"wrote {out}")
     return 0
 

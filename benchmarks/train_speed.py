@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from mnist_vae.files import atomic_path
+
 ROOT = Path(__file__).resolve().parents[1]
 # setting -> (deterministic, jit_compile, precision)
 SETTINGS = {"det": (True, False, "float32"), "bf16": (True, False, "mixed_bfloat16"),
@@ -213,9 +215,10 @@ def main() -> int:
     text = "\n".join(lines) + "\n"
     print("\n" + text)
     if args.report:
-        Path(args.report).write_text(
-            f"# Training speed, {time.strftime('%Y-%m-%d')}\n\nCommand: `python "
-            f"benchmarks/train_speed.py {' '.join(sys.argv[1:])}`\n\n{text}", encoding="utf-8")
+        with atomic_path(args.report) as tmp:
+            tmp.write_text(f"# Training speed, {time.strftime('%Y-%m-%d')}\n\nCommand: `python "
+                           f"benchmarks/train_speed.py {' '.join(sys.argv[1:])}`\n\n{text}",
+                           encoding="utf-8")
     return 0
 
 
