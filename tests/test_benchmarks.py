@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import compare, overhead, report, run
+from benchmarks import compare, overhead, report
+from benchmarks import run as bench_run
 from benchmarks.prior_ablation import UnderPrior, score
 from benchmarks.probe import Probe
 from mnist_vae import evaluation as ev
@@ -491,13 +492,13 @@ def test_the_linearised_decoder_is_exact_at_the_mean_and_refining_everything_is_
 
 def test_results_are_written_both_or_neither_when_the_report_cannot_be_rendered(tmp_path):
     with pytest.raises(KeyError):
-        run.write_results({"date": "2026-12-03"}, tmp_path)  # no machine: render fails
+        bench_run.write_results({"date": "2026-12-03"}, tmp_path)  # no machine: render fails
     assert list(tmp_path.iterdir()) == []
 
 
 def test_a_printed_report_is_saved_whole_with_the_date_and_machine(tmp_path, capsys):
     out = tmp_path / "new" / "report.json"
-    run.print_report({"results": [1, 2]}, out)
+    bench_run.print_report({"results": [1, 2]}, out)
     saved = json.loads(out.read_text())
     assert saved["results"] == [1, 2] and {"date", "machine"} <= saved.keys()
     assert json.loads(capsys.readouterr().out) == saved
