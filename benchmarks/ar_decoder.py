@@ -1,11 +1,12 @@
 """Does a local autoregressive decoder head buy nats? Trained against the default, measured.
 
 The default decoder's 784 pixels are independent given z. This variant keeps it and adds a
-PixelCNN-style head: a causal 7x7 convolution of the image itself (each pixel sees only the
-pixels before it in raster order), added to a 1x1 projection of the decoder's last hidden
-layer, one 1x1 hidden layer, and a residual onto the decoder's own logits (zero at the start,
-so training starts from the default model). p(x | z) is then a product of conditionals
-p(x_ij | x_<ij, z): still normalised, scored exactly in one pass, sampled in 784.
+PixelCNN-style head, `mnist_vae.autoregressive.LocalARHead`: a causal 7x7 convolution of the
+image itself (each pixel sees only the pixels before it in raster order), added to a 1x1
+projection of the decoder's last hidden layer, one 1x1 hidden layer, and a residual onto the
+decoder's own logits (zero at the start, so training starts from the default model). p(x | z)
+is then a product of conditionals p(x_ij | x_<ij, z): still normalised, scored exactly in one
+pass, sampled in 784.
 
 Both models train on `configs/long.yaml`'s data (dynamically binarised) for the same epochs
 (or the epochs that fit `--time-budget-s`), in this one process, with the same seed, schedule
@@ -43,6 +44,7 @@ import tensorflow as tf
 from keras import layers, ops
 
 from mnist_vae import evaluation, losses
+from mnist_vae.autoregressive import LocalARHead
 from mnist_vae.config import Params
 from mnist_vae.data import Splits, load_arrays
 from mnist_vae.inputs import prior_fit_images, steps_per_epoch, training_batches, validation_images
@@ -60,23 +62,6 @@ PLAN_AFTER = 2  # the epoch whose pace plans a time budget (epoch 1 also traces 
 
 
 @keras.saving.register_keras_serializable(package="benchmarks")
-class CausalConv2D(layers.Conv2D):
-    """A Conv2D of a one-channel image whose output at a pixel reads only the pixels before it
-    in raster order (PixelCNN's mask 'A': the rows above, and the left of its own row)."""
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        rows, cols = self.kernel_size
-        mask = np.zeros((rows, cols, 1, 1), "float32")
-        mask[: rows // 2] = 1.0
-        mask[rows // 2, : cols // 2] = 1.0
-        self.mask = mask
-
-    def convolution_op(self, inputs, kernel):
-        return super().convolution_op(inputs, kernel * ops.cast(self.mask, kernel.dtype))
-
-
-@keras.saving.register_keras_serializable(package="benchmarks")
 class LocalARVAE(VAE):
     """The default VAE whose pixel logits also read the pixels before each one."""
 
@@ -87,19 +72,12 @@ class LocalARVAE(VAE):
         hidden = self.decoder.layers[-2].output  # the last hidden layer, before the logits head
         self.features = keras.Model(self.decoder.input, [hidden, self.decoder.output],
                                     name="features")
-        self.context = CausalConv2D(channels, 7, padding="same", name="context")
-        self.project = layers.Conv2D(channels, 1, name="project")
-        self.mix = layers.Conv2D(channels, 1, activation="relu", name="mix")
-        self.ar_out = layers.Conv2D(1, 1, kernel_initializer="zeros", name="ar_out")
-        self.context.build((None, 28, 28, 1))
-        self.project.build((None, 28, 28, hidden.shape[-1]))
-        self.mix.build((None, 28, 28, channels))
-        self.ar_out.build((None, 28, 28, channels))
+        self.ar_head = LocalARHead(channels, name="ar_head")
+        self.ar_head.build(tuple(hidden.shape))
 
     def head(self, hidden, base, x):
         """Logits of p(x_ij | x_<ij, z) from the decoder's hidden layer and logits for z."""
-        u = ops.relu(self.project(hidden) + self.context(ops.cast(x, hidden.dtype)))
-        return base + self.ar_out(self.mix(u))
+        return self.ar_head(hidden, base, x)
 
     def call(self, x, training=False):
         mean, log_var = self.encoder(x, training=training)
@@ -109,12 +87,7 @@ class LocalARVAE(VAE):
     def sample_images(self, z, rng: np.random.Generator) -> np.ndarray:
         """Binary images drawn pixel by pixel from p(x | z) for latents z [N, d]."""
         hidden, base = self.features(ops.convert_to_tensor(z, "float32"), training=False)
-        x = np.zeros((len(z), 28, 28, 1), "float32")
-        for i in range(28):
-            for j in range(28):
-                p = ops.sigmoid(self.head(hidden, base, x))[:, i, j, 0]
-                x[:, i, j, 0] = rng.random(len(z)) < np.asarray(p)
-        return x
+        return self.ar_head.sample(hidden, base, rng)[0]
 
     def get_config(self):
         return {**super().get_config(), "channels": self.channels}
