@@ -70,10 +70,7 @@ def screened_estimate(exact_log_w: np.ndarray, surrogate_log_w: np.ndarray,
     from mnist_vae.evaluation import heaviest
 
     k, b = exact_log_w.shape
-    if left_over > 0:
-        sample, image, _ = heaviest(surrogate_log_w, left_over)
-    else:
-        sample, image = (i.ravel() for i in np.indices((k, b)))
+    sample, image, _ = heaviest(surrogate_log_w, left_over)
     mixed = surrogate_log_w.copy()
     mixed[sample, image] = exact_log_w[sample, image]
     return -(special.logsumexp(mixed, axis=0) - math.log(k)), np.bincount(image, minlength=b)

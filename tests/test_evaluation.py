@@ -589,6 +589,14 @@ def test_heaviest_picks_each_images_fewest_samples_below_the_left_over():
     np.testing.assert_allclose(left, [0.05, 0.0], atol=1e-12)
 
 
+@pytest.mark.parametrize("left_over", [0.0, -1.0])
+def test_heaviest_with_nothing_to_leave_picks_every_sample_despite_rounding(left_over):
+    # one image's 500 weights whose running total, summed in another order, ends above the whole
+    log_w = 5 * np.random.default_rng(30).normal(size=(500, 1))
+    sample, image, _ = ev.heaviest(log_w, left_over)
+    assert sorted(sample.tolist()) == list(range(500)) and set(image.tolist()) == {0}
+
+
 def test_refine_heaviest_recomputes_the_samples_holding_the_weight():
     log_w = np.log(np.array([[0.6, 0.1], [0.3, 0.1], [0.0999, 0.1], [0.0001, 0.7]]))
     ratio = np.zeros_like(log_w)

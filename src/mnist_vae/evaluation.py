@@ -193,11 +193,15 @@ def refine_heaviest(log_w: np.ndarray, log_prior_ratio: np.ndarray, z: np.ndarra
 
 def heaviest(log_w: np.ndarray, left_over: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each image's fewest heaviest samples of log-weights [k, b] that leave less than
-    `left_over` of its weight: (sample, image) index pairs, and the fraction each image leaves."""
+    `left_over` of its weight (all of them when it is 0 or less): (sample, image) index pairs,
+    and the fraction each image leaves."""
     order = np.argsort(-log_w, axis=0, kind="stable")
     weights = np.exp(np.take_along_axis(log_w, order, axis=0) - log_w.max(axis=0))
     left = 1.0 - np.cumsum(weights, axis=0) / weights.sum(axis=0)
-    counts = 1 + np.sum(left[:-1] >= left_over, axis=0)  # [b]
+    if left_over > 0:
+        counts = 1 + np.sum(left[:-1] >= left_over, axis=0)  # [b]
+    else:  # rounding can leave a running total above the whole, so "below 0" is not asked
+        counts = np.full(log_w.shape[1], len(log_w))
     rank, image = np.nonzero(np.arange(len(log_w))[:, None] < counts)
     return order[rank, image], image, left[counts - 1, np.arange(log_w.shape[1])]
 
