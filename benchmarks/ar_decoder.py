@@ -1,12 +1,13 @@
 """Does a local autoregressive decoder head buy nats? Trained against the default, measured.
 
 The default decoder's 784 pixels are independent given z. This variant keeps it and adds a
-PixelCNN-style head, `mnist_vae.autoregressive.LocalARHead`: a causal 7x7 convolution of the
-image itself (each pixel sees only the pixels before it in raster order), added to a 1x1
-projection of the decoder's last hidden layer, one 1x1 hidden layer, and a residual onto the
-decoder's own logits (zero at the start, so training starts from the default model). p(x | z)
-is then a product of conditionals p(x_ij | x_<ij, z): still normalised, scored exactly in one
-pass, sampled in 784.
+PixelCNN-style head (the pipeline's `model.decoder.autoregressive_channels: 32`, a
+`mnist_vae.autoregressive.LocalARHead`): a causal 7x7 convolution of the image itself (each
+pixel sees only the pixels before it in raster order), added to a 1x1 projection of the
+decoder's last hidden layer, one 1x1 hidden layer, and a residual onto the decoder's own
+logits (zero at the start, so training starts from the default model). p(x | z) is then a
+product of conditionals p(x_ij | x_<ij, z): still normalised, scored exactly in one pass,
+sampled in 784.
 
 Both models train on `configs/long.yaml`'s data (dynamically binarised) for the same epochs
 (or the epochs that fit `--time-budget-s`), in this one process, with the same seed, schedule
@@ -41,14 +42,12 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
-from keras import layers, ops
 
 from mnist_vae import evaluation, losses
-from mnist_vae.autoregressive import LocalARHead
 from mnist_vae.config import Params
 from mnist_vae.data import Splits, load_arrays
 from mnist_vae.inputs import prior_fit_images, steps_per_epoch, training_batches, validation_images
-from mnist_vae.model import VAE, build_vae, count_params
+from mnist_vae.model import VAE, build_vae, count_params, load_vae
 from mnist_vae.overlays import params_with_overlay
 from mnist_vae.prior_fit import fit_prior
 from mnist_vae.rendering import save_png, sheet
@@ -58,67 +57,8 @@ ROOT = Path(__file__).resolve().parents[1]
 OVERLAY = ROOT / "configs" / "long.yaml"
 EVAL_BATCH = 500
 SEED = 0  # the drawn digits'
+AR_CHANNELS = 32  # the head's width
 PLAN_AFTER = 2  # the epoch whose pace plans a time budget (epoch 1 also traces the graph)
-
-
-@keras.saving.register_keras_serializable(package="benchmarks")
-class LocalARVAE(VAE):
-    """The default VAE whose pixel logits also read the pixels before each one."""
-
-    def __init__(self, model_config=None, precision: str = "float32", channels: int = 32,
-                 **kwargs):
-        super().__init__(model_config, precision, **kwargs)
-        self.channels = channels
-        hidden = self.decoder.layers[-2].output  # the last hidden layer, before the logits head
-        self.features = keras.Model(self.decoder.input, [hidden, self.decoder.output],
-                                    name="features")
-        self.ar_head = LocalARHead(channels, name="ar_head")
-        self.ar_head.build(tuple(hidden.shape))
-
-    def head(self, hidden, base, x):
-        """Logits of p(x_ij | x_<ij, z) from the decoder's hidden layer and logits for z."""
-        return self.ar_head(hidden, base, x)
-
-    def call(self, x, training=False):
-        mean, log_var = self.encoder(x, training=training)
-        hidden, base = self.features(self.sampling(mean, log_var), training=training)
-        return self.head(hidden, base, x), mean, log_var
-
-    def sample_images(self, z, rng: np.random.Generator) -> np.ndarray:
-        """Binary images drawn pixel by pixel from p(x | z) for latents z [N, d]."""
-        hidden, base = self.features(ops.convert_to_tensor(z, "float32"), training=False)
-        return self.ar_head.sample(hidden, base, rng)[0]
-
-    def get_config(self):
-        return {**super().get_config(), "channels": self.channels}
-
-
-class ScoredAR:
-    """A LocalARVAE as `evaluation.iwae_estimate` takes a model: its `decoder` maps z to the
-    hidden layer and logits side by side, and `view(...)`'s likelihood applies the head."""
-
-    def __init__(self, model: LocalARVAE):
-        self.model = model
-        self.latent_dim = model.latent_dim
-        hidden, base = model.features.outputs
-        self.decoder = keras.Model(model.features.input,
-                                   layers.Concatenate(name="packed")([hidden, base]))
-
-    def encode(self, x):
-        return self.model.encode(x)
-
-    def decode_logits(self, z):
-        return self.decoder(z, training=False)
-
-    def prior_distribution(self):
-        return self.model.prior_distribution()
-
-    def view(self, name: str, images: np.ndarray) -> evaluation.View:
-        def nll(x, packed):
-            logits = self.model.head(packed[..., :-1], packed[..., -1:], x)
-            return losses.bernoulli_nll(x, logits)
-
-        return evaluation.View(name, images, nll)
 
 
 class BestWeights(keras.callbacks.Callback):
@@ -165,7 +105,8 @@ def build(kind: str, params: Params) -> VAE:
     configure_determinism(params.train)
     if kind == "default":
         return build_vae(params.model)
-    return LocalARVAE(params.model, name="vae")
+    decoder = dataclasses.replace(params.model.decoder, autoregressive_channels=AR_CHANNELS)
+    return build_vae(dataclasses.replace(params.model, decoder=decoder))
 
 
 def train_model(model: VAE, splits: Splits, params: Params) -> dict[str, Any]:
@@ -196,18 +137,13 @@ def score(model: VAE, test_binarized: np.ndarray, params: Params, samples: int,
     subset, or on part K of N of it with the very draws a whole run gives those images;
     `precision` bfloat16 decodes in bf16 and the heaviest samples again in float32."""
     subset, chosen = scored_images(len(test_binarized), params, samples, images, part)
-    x = test_binarized[subset[chosen]]
-    if isinstance(model, LocalARVAE):
-        scored = ScoredAR(model)
-        scored_model, view = scored, scored.view("bernoulli_binarized", x)
-    else:
-        scored_model, view = model, evaluation.View("bernoulli_binarized", x,
-                                                    losses.bernoulli_nll)
+    view = evaluation.View("bernoulli_binarized", test_binarized[subset[chosen]],
+                           losses.bernoulli_nll)
     # iwae_estimate seeds through np.random.default_rng, which takes a Generator as it is
     draws = draws_after(params.evaluate.seed + 1, chosen.start * samples * model.latent_dim)
     start = time.perf_counter()
-    iwae = evaluation.iwae_estimate(scored_model, view, samples, params.evaluate.iwae_max_batch,
-                                    draws, precision)
+    iwae = evaluation.iwae_estimate(model, view, samples, params.evaluate.iwae_max_batch, draws,
+                                    precision)
     nll = iwae.nll
     return {"iwae_nll": round(float(nll.mean()), 4),
             "iwae_se": round(float(nll.std(ddof=1) / np.sqrt(len(nll))), 3),
@@ -260,13 +196,18 @@ def run(kind: str, params: Params, splits: Splits, test_binarized: np.ndarray,
 
 
 def draw(model: VAE, n: int, seed: int) -> np.ndarray:
-    """n binary digits from z ~ p(z) and x ~ p(x | z): pixel by pixel for a LocalARVAE, all
-    at once for the default, so the two are seen alike."""
+    """n binary digits from z ~ p(z) and x ~ p(x | z): pixel by pixel with an autoregressive
+    head, all at once for the default, so the two are seen alike."""
     rng = np.random.default_rng(seed)
     z = model.prior_distribution().sample(n, rng).astype("float32")
-    if isinstance(model, LocalARVAE):
-        return model.sample_images(z, rng)
+    if model.is_autoregressive:
+        return model.ar_head.sample(*model.features(z, training=False), rng)[0]
     return (rng.random((n, 28, 28, 1)) < np.asarray(model.decode(z))).astype("float32")
+
+
+def kind_of(model: VAE) -> str:
+    """'local_ar' or 'default', as `build` calls them."""
+    return "local_ar" if model.is_autoregressive else "default"
 
 
 def rescore(path: Path, params: Params, test_binarized: np.ndarray, samples: int,
@@ -274,8 +215,8 @@ def rescore(path: Path, params: Params, test_binarized: np.ndarray, samples: int
             drawn_png: Path | None = None) -> dict[str, Any]:
     """Score a saved model (either kind, with its own prior) as `run` scores a trained one;
     with `drawn_png`, save there 64 digits it draws."""
-    model = keras.models.load_model(path, compile=False)
-    facts = {"model": str(path), "kind": type(model).__name__} | score(
+    model = load_vae(path)
+    facts = {"model": str(path), "kind": kind_of(model)} | score(
         model, test_binarized, params, samples, images, precision, part)
     if drawn_png is not None:
         save_png(sheet(draw(model, 64, SEED), 3, 2), drawn_png)

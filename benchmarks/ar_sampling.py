@@ -26,9 +26,10 @@ import keras
 import numpy as np
 from keras import ops
 
-from benchmarks.ar_decoder import OVERLAY, LocalARVAE, build
+from benchmarks.ar_decoder import OVERLAY, build
 from mnist_vae.autoregressive import LocalARHead
 from mnist_vae.files import write_json
+from mnist_vae.model import VAE, load_vae
 from mnist_vae.overlays import params_with_overlay
 from mnist_vae.precision import cpu_facts
 
@@ -47,10 +48,10 @@ def drawn_by_the_whole_head(head: LocalARHead, hidden, base, rng: np.random.Gene
     return x, probs
 
 
-def benchmark_model(path: Path | None) -> LocalARVAE:
+def benchmark_model(path: Path | None) -> VAE:
     """The saved model, or an untrained one whose residual (zero at the start) is random."""
     if path is not None:
-        return keras.models.load_model(path, compile=False)
+        return load_vae(path)
     keras.utils.set_random_seed(0)
     model = build("local_ar", params_with_overlay(ROOT / "params.yaml", OVERLAY))
     rng = np.random.default_rng(0)
@@ -80,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
               "benchmarks.ar_decoder --models local_ar --save-dir DIR`", file=sys.stderr)
         return 1
     model = benchmark_model(args.model)
-    if not isinstance(model, LocalARVAE):
-        print(f"error: {args.model} is a {type(model).__name__}, which draws all pixels at once; "
+    if not model.is_autoregressive:
+        print(f"error: {args.model} has no autoregressive head, so it draws all pixels at once; "
               "give a local_ar model", file=sys.stderr)
         return 1
     z = np.random.default_rng(1).normal(size=(args.digits, model.latent_dim)).astype("float32")

@@ -45,6 +45,18 @@ def save_tiny_vae(path: str | Path, seed: int = 0):
     return vae
 
 
+def tiny_autoregressive_vae(seed: int = 0):
+    """A tiny VAE with a 4-channel autoregressive head whose residual (zero when new) has
+    seeded random weights, so the pixels before each one count."""
+    vae = build_vae(tiny_params(model={**TINY_MODEL, "decoder": {
+        **TINY_MODEL["decoder"], "autoregressive_channels": 4}},
+        data={"binarize": "dynamic"}).model)
+    rng = np.random.default_rng(seed)
+    vae.ar_head.out.set_weights([rng.normal(size=w.shape).astype("float32")
+                                 for w in vae.ar_head.out.get_weights()])
+    return vae
+
+
 def write_eval(params: Params, neg_elbo: float) -> None:
     """paths.metrics and paths.eval_facts shaped like the evaluate stage's."""
     path = Path(params.paths.metrics)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 
-import keras
 import numpy as np
 import pytest
 
@@ -13,7 +12,7 @@ from benchmarks import ar_decoder
 from mlflow_helpers import TINY_MODEL, tiny_params
 from mnist_vae import evaluation, losses
 from mnist_vae.data import Splits
-from mnist_vae.inference import log_likelihood_fn
+from mnist_vae.model import VAE
 
 PARAMS = tiny_params(
     data={"binarize": "dynamic", "val_size": 20},
@@ -36,7 +35,7 @@ def _mnist_npz(path, seed: int, test_images: int = 10):
     return path
 
 
-def _active_head(model: ar_decoder.LocalARVAE) -> None:
+def _active_head(model: VAE) -> None:
     """Give the zero-initialised residual random weights, so the head's context counts."""
     rng = np.random.default_rng(1)
     model.ar_head.out.set_weights([rng.normal(size=w.shape).astype("float32")
@@ -46,34 +45,17 @@ def _active_head(model: ar_decoder.LocalARVAE) -> None:
 def test_with_its_residual_at_zero_the_variant_scores_as_the_default_model():
     default = ar_decoder.build("default", PARAMS)
     local = ar_decoder.build("local_ar", PARAMS)
-    x = _binary(5, 4)
-    view = evaluation.View("b", x, losses.bernoulli_nll)
-    scored = ar_decoder.ScoredAR(local)
+    view = evaluation.View("b", _binary(5, 4), losses.bernoulli_nll)
     plain = evaluation.iwae_nll(default, view, 8, 64, seed=1)
-    through_head = evaluation.iwae_nll(scored, scored.view("b", x), 8, 64, seed=1)
+    through_head = evaluation.iwae_nll(local, view, 8, 64, seed=1)
     np.testing.assert_allclose(through_head, plain, atol=1e-4)
 
 
-def test_the_scored_likelihood_is_the_heads_bernoulli_likelihood():
-    model = ar_decoder.build("local_ar", PARAMS)
-    _active_head(model)
-    scored = ar_decoder.ScoredAR(model)
-    x, z = _binary(2, 5), np.random.default_rng(6).normal(size=(6, 3)).astype("float32")
-    log_px_z = log_likelihood_fn(scored, scored.view("b", x).nll)(z, x)
-    hidden, base = model.features(z)
-    x_rep = np.tile(x, (3, 1, 1, 1))
-    expected = -np.asarray(losses.bernoulli_nll(x_rep, model.head(hidden, base, x_rep)))
-    np.testing.assert_allclose(log_px_z, expected, rtol=1e-5)
-
-
-def test_drawn_images_are_binary_and_the_same_each_time():
-    model = ar_decoder.build("local_ar", PARAMS)
-    _active_head(model)
-    z = np.random.default_rng(7).normal(size=(2, 3)).astype("float32")
-    first = model.sample_images(z, np.random.default_rng(0))
-    second = model.sample_images(z, np.random.default_rng(0))
-    assert first.shape == (2, 28, 28, 1) and set(np.unique(first)) <= {0.0, 1.0}
-    np.testing.assert_array_equal(first, second)
+def test_the_variant_is_the_pipelines_vae_with_its_autoregressive_head():
+    local = ar_decoder.build("local_ar", PARAMS)
+    assert local.is_autoregressive and local.ar_head.channels == ar_decoder.AR_CHANNELS
+    assert not ar_decoder.build("default", PARAMS).is_autoregressive
+    assert ar_decoder.kind_of(local) == "local_ar"
 
 
 def test_a_run_trains_keeps_its_best_epoch_fits_the_prior_and_scores(tmp_path):
@@ -90,7 +72,7 @@ def test_a_run_trains_keeps_its_best_epoch_fits_the_prior_and_scores(tmp_path):
     assert facts["parameters"] > 0 and facts["prior_fit_s"] >= 0
     saved = tmp_path / "local_ar.keras"
     again = ar_decoder.rescore(saved, PARAMS, test, samples=4, images=6)
-    assert again["kind"] == "LocalARVAE" and again["iwae_nll"] == facts["iwae_nll"]
+    assert again["kind"] == "local_ar" and again["iwae_nll"] == facts["iwae_nll"]
     bf16 = ar_decoder.rescore(saved, PARAMS, test, samples=4, images=6, precision="bfloat16")
     assert bf16["iwae_precision"] == "bfloat16" and 0 < bf16["refined_fraction"] <= 1
     assert bf16["iwae_nll"] == pytest.approx(facts["iwae_nll"], abs=0.05)
@@ -117,18 +99,6 @@ def test_scored_in_parts_the_images_get_the_draws_a_whole_run_gives_them():
 def test_parts_are_cut_at_whole_iwae_batches(n, part, unit, expected):
     positions = ar_decoder.part_of(n, part, unit)
     assert (positions.start, positions.stop) == expected
-
-
-def test_the_local_ar_model_saves_and_loads_as_a_keras_file(tmp_path):
-    model = ar_decoder.build("local_ar", PARAMS)
-    _active_head(model)
-    path = tmp_path / "ar.keras"
-    model.save(path)
-    loaded = keras.models.load_model(path, compile=False)
-    x = _binary(2, 10)
-    np.testing.assert_allclose(np.asarray(loaded.head(*loaded.features(np.ones((2, 3))), x)),
-                               np.asarray(model.head(*model.features(np.ones((2, 3))), x)),
-                               atol=1e-6)
 
 
 def test_without_data_it_says_what_to_run_and_writes_nothing(tmp_path, capsys):
@@ -207,7 +177,7 @@ def test_scoring_saved_models_from_the_command_line_writes_json_and_pictures(tmp
             "--iwae-images", "4", "--samples-png", str(png), "--out", str(out)]
     assert ar_decoder.main(argv) == 0
     results = json.loads(out.read_text())["results"]
-    assert [r["kind"] for r in results] == ["VAE", "LocalARVAE"]
+    assert [r["kind"] for r in results] == ["default", "local_ar"]
     assert all(r["iwae_images"] == 4 and np.isfinite(r["iwae_nll"]) for r in results)
     assert all((tmp_path / f"drawn-{kind}.png").is_file() for kind in ("default", "local_ar"))
 
@@ -239,7 +209,7 @@ def test_combined_parts_report_what_one_whole_run_reports(tmp_path):
 
 def _part_report(k: int, start: int, stop: int) -> dict:
     """What `--score m.keras --iwae-part K/2 --out` writes, in outline."""
-    return {"results": [{"model": "m.keras", "kind": "LocalARVAE", "iwae_part": f"{k}/2",
+    return {"results": [{"model": "m.keras", "kind": "local_ar", "iwae_part": f"{k}/2",
                          "iwae_positions": [start, stop], "iwae_images": stop - start,
                          "iwae_nll": 80.0 + k, "iwae_se": 1.0, "iwae_samples": 1000,
                          "iwae_precision": "float32", "refined_fraction": 1.0,

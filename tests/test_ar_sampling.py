@@ -29,5 +29,6 @@ def test_a_model_without_the_head_is_refused_by_kind(tmp_path, capsys):
     path, out = tmp_path / "vae.keras", tmp_path / "sampling.json"
     build_vae(tiny_params(model=TINY_MODEL).model).save(path)
     assert ar_sampling.main(["--model", str(path), "--out", str(out)]) == 1
-    assert f"{path} is a VAE, which draws all pixels at once" in capsys.readouterr().err
+    assert f"{path} has no autoregressive head, so it draws all pixels at once" in (
+        capsys.readouterr().err)
     assert not out.exists()

@@ -68,6 +68,16 @@ def test_missing_sections_take_defaults():
         ({"evaluate": {"iwae_precision": "float16"}},
          "evaluate.iwae_precision: must be one of 'float32', 'bfloat16', 'auto'"),
         ({"paths": ["data"]}, "paths: must be a mapping"),
+        ({"model": {"decoder": {"autoregressive_channels": -1}}},
+         "model.decoder.autoregressive_channels: must be >= 0, got -1"),
+        ({"model": {"decoder": {"autoregressive_channels": 8, "head": "dense"}}},
+         "model.decoder.autoregressive_channels: the autoregressive head reads the conv stack"),
+        ({"model": {"likelihood": "gaussian", "decoder": {"autoregressive_channels": 8}}},
+         "model.decoder.autoregressive_channels: the autoregressive head draws binary pixels; "
+         "set model.likelihood: bernoulli"),
+        ({"model": {"decoder": {"autoregressive_channels": 8}}},
+         "model.decoder.autoregressive_channels: the head reads the pixels before each one as "
+         "drawn, 0 or 1, so it must train on binary images; set data.binarize: dynamic"),
         (["download"], "params.yaml: must be a mapping of sections"),
     ],
 )

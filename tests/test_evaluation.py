@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from mlflow_helpers import tiny_params
+from mlflow_helpers import tiny_autoregressive_vae, tiny_params
 from mnist_vae import evaluation as ev
 from mnist_vae import losses
 from mnist_vae.classifier import Predictions, build_classifier
@@ -61,6 +61,18 @@ def test_elbo_terms_match_hand_computed_kl_and_bernoulli_nll():
     np.testing.assert_allclose(terms["neg_elbo"], 784 * LN2 + 4.0 - LN2, rtol=1e-5)
     expected_sse = np.sum((grey.reshape(7, -1).astype(np.float64) - 0.5) ** 2, axis=1)
     np.testing.assert_allclose(terms["sse"], expected_sse, rtol=1e-5)
+
+
+def test_an_autoregressive_models_reconstruction_term_reads_the_image_through_its_head():
+    model = tiny_autoregressive_vae(seed=5)
+    x = (np.random.default_rng(1).random((4, 28, 28, 1)) < 0.3).astype(np.float32)
+    view = ev.View("bernoulli_binarized", x, losses.bernoulli_nll)
+    terms = ev.elbo_terms(model, view, 4, seed=3)
+    mean, log_var = (np.asarray(t, np.float64) for t in model.encode(x))
+    z = mean + np.exp(0.5 * log_var) * np.random.default_rng(3).standard_normal(mean.shape)
+    logits = model.image_logits(z.astype(np.float32), x)
+    np.testing.assert_allclose(terms["rec_nll"], losses.bernoulli_nll(x, logits).numpy(),
+                               rtol=1e-5)
 
 
 def test_gaussian_view_is_sse_plus_the_stated_constant():

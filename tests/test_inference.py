@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from mlflow_helpers import tiny_autoregressive_vae
 from mnist_vae import inference, losses
 from mnist_vae.config import DecoderConfig
 from mnist_vae.model import build_decoder
@@ -106,3 +107,26 @@ def test_the_compiled_log_prior_is_the_mixtures_log_prob():
                                rtol=1e-12)
     standard = GaussianMixture.standard(5)
     np.testing.assert_array_equal(inference.log_prior_fn(standard)(z), standard.log_prob(z))
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_an_autoregressive_decoder_scores_each_repeated_image_through_its_head(precision):
+    vae = tiny_autoregressive_vae(seed=3)
+    x = (np.random.default_rng(10).random((3, 28, 28, 1)) < 0.3).astype("float32")
+    z = np.random.default_rng(11).standard_normal((6, 3)).astype("float32")  # 2 draws x 3
+    got = inference.log_likelihood_fn(vae, losses.bernoulli_nll, precision)(z, x)
+    repeated = np.tile(x, (2, 1, 1, 1))
+    want = -losses.bernoulli_nll(repeated, vae.image_logits(z, repeated)).numpy()
+    if precision == "float32":
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    else:
+        assert not np.array_equal(got, want)  # bf16 arithmetic really ran
+        np.testing.assert_allclose(got, want, rtol=2e-2)
+
+
+def test_an_autoregressive_decoders_means_are_the_probabilities_it_drew_with():
+    vae = tiny_autoregressive_vae(seed=4)
+    z = np.random.default_rng(12).standard_normal((4, 3)).astype("float32")
+    means = inference.decode_means(vae, z, batch_size=4)
+    np.testing.assert_array_equal(means, np.asarray(vae.decode(z)))
+    assert means.dtype == np.float32 and means.min() >= 0 and means.max() <= 1

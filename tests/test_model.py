@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from mlflow_helpers import tiny_params
+from mlflow_helpers import tiny_autoregressive_vae, tiny_params
 from mnist_vae.config import (
     DecoderConfig,
     EncoderConfig,
@@ -336,3 +336,62 @@ def test_mixed_bfloat16_computes_hidden_layers_in_bf16_and_heads_and_losses_in_f
 def test_an_unknown_precision_is_refused():
     with pytest.raises(ValueError, match="precision: must be one of float32, mixed_bfloat16"):
         build_vae(TINY, "float16")
+
+
+# --- an autoregressive decoder ----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ar_vae():
+    return tiny_autoregressive_vae(seed=2)
+
+
+def _binary(n=3, seed=0):
+    return (np.random.default_rng(seed).random((n, 28, 28, 1)) < 0.3).astype("float32")
+
+
+def test_only_an_autoregressive_decoders_logits_read_the_image(vae, ar_vae):
+    z = np.random.default_rng(3).standard_normal((1, 3)).astype("float32")
+    x = _binary(1)
+    flipped = x.copy()
+    flipped[0, 10, 10, 0] = 1 - flipped[0, 10, 10, 0]
+    for model, reads in ((vae, False), (ar_vae, True)):
+        before, after = (np.asarray(model.image_logits(z, image)) for image in (x, flipped))
+        assert bool(before[0, 10, 11, 0] != after[0, 10, 11, 0]) is reads  # the next pixel
+        np.testing.assert_array_equal(before[0, :10], after[0, :10])  # the rows above it
+    assert not vae.is_autoregressive and ar_vae.is_autoregressive
+    np.testing.assert_array_equal(np.asarray(vae.image_logits(z, x)),
+                                  np.asarray(vae.decode_logits(z)))
+
+
+def test_an_autoregressive_decoder_draws_the_same_images_for_the_same_seed(ar_vae):
+    z = np.random.default_rng(4).standard_normal((3, 3)).astype("float32")
+    first, again, other = (np.asarray(ar_vae.decode(z, seed)) for seed in (0, 0, 1))
+    assert first.shape == (3, 28, 28, 1) and first.min() >= 0 and first.max() <= 1
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+    np.testing.assert_array_equal(np.asarray(ar_vae.sample(2, seed=5)),
+                                  np.asarray(ar_vae.sample(2, seed=5)))
+    with pytest.raises(ValueError, match="logits depend on the image: score images with "
+                                         "image_logits"):
+        ar_vae.decode_logits(z)
+
+
+def test_an_autoregressive_vae_trains_saves_and_loads_whole(ar_vae, tmp_path):
+    ar_vae.compile(optimizer="adam")
+    metrics = ar_vae.test_step(_binary(4))
+    assert all(np.isfinite(float(v)) for v in metrics.values())
+    ar_vae.save(tmp_path / "ar.keras")
+    loaded = load_vae(tmp_path / "ar.keras")
+    z, x = np.ones((2, 3), "float32"), _binary(2)
+    assert loaded.is_autoregressive
+    np.testing.assert_allclose(np.asarray(loaded.image_logits(z, x)),
+                               np.asarray(ar_vae.image_logits(z, x)), atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(loaded.decode(z)), np.asarray(ar_vae.decode(z)))
+
+
+def test_a_mixed_bfloat16_autoregressive_decoder_keeps_its_logits_float32(ar_vae):
+    vae = build_vae(ar_vae.model_config, "mixed_bfloat16")
+    assert vae.ar_head.mix.compute_dtype == "bfloat16"
+    assert vae.ar_head.out.compute_dtype == "float32"
+    logits, _, _ = vae(_binary(2))
+    assert str(logits.dtype) == "<dtype: 'float32'>"

@@ -9,9 +9,11 @@ import json
 import math
 
 import pytest
+import yaml
 from PIL import Image
 
 from helpers import clone_repo, pipeline_env, run_dvc, set_params
+from mnist_vae.model import load_vae
 
 pytestmark = pytest.mark.slow
 
@@ -136,3 +138,26 @@ def test_register_runs_again_when_its_inputs_return_to_a_set_seen_before(pipelin
     assert "Running stage 'evaluate'" not in again
     assert "Running stage 'register'" in again
     assert json.loads((repo / "models" / "registered.json").read_text())["version"] == 3
+
+
+def test_an_autoregressive_decoder_runs_the_whole_pipeline(downloaded_repo, tmp_path):
+    """`model.decoder.autoregressive_channels`: trained, scored through its head, drawn pixel
+    by pixel in every picture, and registered, by the same stages."""
+    repo = clone_repo(downloaded_repo, tmp_path / "repo")
+    set_params(repo, yaml.safe_load((repo / "configs" / "ci.yaml").read_text()))
+    set_params(repo, {"data": {"binarize": "dynamic"},
+                      "model": {"decoder": {"autoregressive_channels": 8}}})
+    run_dvc(repo, "repro", env=pipeline_env(repo), timeout=1200)
+    assert load_vae(repo / "models" / "vae.keras").is_autoregressive
+    metrics = json.loads((repo / "metrics" / "eval.json").read_text())
+    test = metrics["test"]["bernoulli_binarized"]
+    assert 0 < test["iwae_nll"] <= test["neg_elbo_iwae_subset"] + 1.0
+    assert test["neg_elbo"] == pytest.approx(test["rec_nll"] + test["kl"])
+    for key, value in _leaves(metrics):
+        if not isinstance(value, str):
+            assert value is not None and math.isfinite(value), key
+    for name in PICTURES:
+        with Image.open(repo / "plots" / f"{name}.png") as png:
+            assert png.format == "PNG" and png.width > 100, name
+    record = json.loads((repo / "models" / "registered.json").read_text())
+    assert record["version"] == 1 and "champion" in record["aliases"]

@@ -14,7 +14,13 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from mlflow_helpers import METRIC, store_uri, subprocess_env, tiny_params
+from mlflow_helpers import (
+    METRIC,
+    store_uri,
+    subprocess_env,
+    tiny_autoregressive_vae,
+    tiny_params,
+)
 from mnist_vae import registry, tracking_store
 from mnist_vae.model import load_vae
 
@@ -240,6 +246,20 @@ def test_the_generator_draws_the_digits_asked_for_and_rejects_bad_ones(store, ti
     # refuses it over HTTP); the generator itself refuses it too
     with pytest.raises(MlflowException, match="digit and seed only"):
         registry.DigitGenerator(vae, 16).predict(pd.DataFrame({"digit": [1], "colour": [3]}))
+
+
+def test_a_registered_autoregressive_model_draws_what_the_model_draws(store, tmp_path):
+    vae = tiny_autoregressive_vae(seed=6)
+    vae.save(tmp_path / "ar.keras")
+    _register(store, tmp_path / "ar.keras", 100.0)
+    generator = registry.load_generator("champion")
+    z = np.random.default_rng(1).standard_normal((3, 3)).astype("float32")
+    images = generator.predict(pd.DataFrame({"z": list(z)}))
+    assert images.shape == (3, 28, 28) and images.dtype == np.float32
+    np.testing.assert_allclose(images, np.asarray(vae.decode(z))[..., 0], atol=1e-6)
+    drawn = generator.predict(pd.DataFrame({"digit": [4], "seed": [2]}))
+    np.testing.assert_allclose(drawn[0], np.asarray(vae.sample(1, 2, digit=4))[0, ..., 0],
+                               atol=1e-6)
 
 
 def test_drawing_defaults_to_the_champion_when_the_store_has_one(store, tiny_vae_file):

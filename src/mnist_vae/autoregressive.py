@@ -41,12 +41,15 @@ class LocalARHead(layers.Layer):
     so training starts from the decoder alone) of its hidden layer and the causal context."""
 
     def __init__(self, channels: int = 32, kernel_size: int = 7, **kwargs):
+        kwargs.setdefault("autocast", False)  # the decoder's float32 logits stay float32
         super().__init__(**kwargs)
         self.channels, self.kernel_size = channels, kernel_size
-        self.context = CausalConv2D(channels, kernel_size, padding="same", name="context")
-        self.project = layers.Conv2D(channels, 1, name="project")
-        self.mix = layers.Conv2D(channels, 1, activation="relu", name="mix")
-        self.out = layers.Conv2D(1, 1, kernel_initializer="zeros", name="out")
+        dtype = self.dtype_policy  # the hidden layers compute in it; the logits in float32
+        self.context = CausalConv2D(channels, kernel_size, padding="same", name="context",
+                                    dtype=dtype)
+        self.project = layers.Conv2D(channels, 1, name="project", dtype=dtype)
+        self.mix = layers.Conv2D(channels, 1, activation="relu", name="mix", dtype=dtype)
+        self.out = layers.Conv2D(1, 1, kernel_initializer="zeros", name="out", dtype="float32")
 
     def build(self, hidden_shape, base_shape=None, x_shape=None):
         height, width = hidden_shape[1:3]

@@ -266,11 +266,17 @@ class DecoderConfig:
     batch_norm: bool = False  # BatchNormalization after each dense and Conv2DTranspose layer
     head: Literal["conv", "dense"] = "conv"
     head_kernel_size: int = checked(3, positive)
+    # > 0: a local autoregressive head of this width (autoregressive.py) lets each pixel's
+    # logit also read the pixels before it; 0: pixels independent given z
+    autoregressive_channels: int = checked(0, non_negative)
 
     def __post_init__(self) -> None:
         if len(self.reshape) != 3:
             raise ConfigError(f"model.decoder.reshape: must be [height, width, channels], "
                               f"got {list(self.reshape)}")
+        if self.autoregressive_channels and self.head != "conv":
+            raise ConfigError("model.decoder.autoregressive_channels: the autoregressive head "
+                              "reads the conv stack's last 28x28 layer; set head: conv, or 0")
         _check_lengths("model.decoder", {"filters": len(self.filters),
                                          "kernel_sizes": len(self.kernel_sizes),
                                          "strides": len(self.strides)})
@@ -304,6 +310,11 @@ class ModelConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     prior: PriorConfig = field(default_factory=PriorConfig)
+
+    def __post_init__(self) -> None:
+        if self.decoder.autoregressive_channels and self.likelihood != "bernoulli":
+            raise ConfigError("model.decoder.autoregressive_channels: the autoregressive head "
+                              "draws binary pixels; set model.likelihood: bernoulli, or 0")
 
 
 @dataclass(frozen=True)
@@ -438,6 +449,12 @@ class Params:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def __post_init__(self) -> None:
+        if self.model.decoder.autoregressive_channels and self.data.binarize == "none":
+            raise ConfigError("model.decoder.autoregressive_channels: the head reads the pixels "
+                              "before each one as drawn, 0 or 1, so it must train on binary "
+                              "images; set data.binarize: dynamic (or static), or 0")
 
 
 # --- parsing -----------------------------------------------------------------------------

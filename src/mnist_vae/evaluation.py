@@ -33,6 +33,7 @@ from mnist_vae.inference import (
     batches,
     decode_means,
     encode,
+    image_logits,
     log_likelihood_fn,
     log_prior_fn,
     prior_of,
@@ -92,7 +93,7 @@ def elbo_terms(
         mean, log_var = (to_numpy(t).astype(np.float64) for t in model.encode(x))
         eps = rng.standard_normal(mean.shape)
         z = mean + np.exp(0.5 * log_var) * eps
-        logits = model.decode_logits(z.astype(np.float32))
+        logits = image_logits(model, z.astype(np.float32), x)
         rec.append(to_numpy(view.nll(x, logits)).astype(np.float64))
         kl.append(kl_estimate(prior, mean, log_var, eps))
         if grey is not None:

@@ -51,10 +51,25 @@ def encode(model: Any, x: np.ndarray, batch_size: int,
 
 def decode_means(model: Any, z: np.ndarray, batch_size: int,
                  desc: str | None = None) -> np.ndarray:
-    """Decoder means sigmoid(logits) for many latent vectors, as float32 [N, 28, 28, 1]."""
-    out = [to_numpy(tf.sigmoid(model.decode_logits(z[s].astype(np.float32))))
-           for s in batches(len(z), batch_size, desc)]
+    """Decoder means sigmoid(logits) for many latent vectors, as float32 [N, 28, 28, 1]; for
+    an autoregressive decoder, `decode`'s drawn images' pixel probabilities."""
+    if is_autoregressive(model):
+        decode = model.decode
+    else:
+        def decode(z_rows):
+            return tf.sigmoid(model.decode_logits(z_rows))
+    out = [to_numpy(decode(z[s].astype(np.float32))) for s in batches(len(z), batch_size, desc)]
     return np.concatenate(out).astype(np.float32)
+
+
+def is_autoregressive(model: Any) -> bool:
+    """Whether the model's pixel logits read the image too (`image_logits(z, x)`)."""
+    return bool(getattr(model, "is_autoregressive", False))
+
+
+def image_logits(model: Any, z: np.ndarray, x: np.ndarray) -> Any:
+    """Logits of p(x | z) for latents z [N, d] and their images x [N, ...]."""
+    return model.image_logits(z, x) if is_autoregressive(model) else model.decode_logits(z)
 
 
 DECODE_ROWS = 1000  # latents per compiled decoder call: bounds the activations' memory
@@ -72,6 +87,8 @@ def log_likelihood_fn(model: Any, nll: Callable[[Any, Any], Any],
     `precision` "bfloat16" runs a Keras decoder's arithmetic in bf16 (float32 weights, logits
     and likelihood): faster where the CPU has native bf16, and off by up to tenths of a nat.
     """
+    if is_autoregressive(model):
+        return _autoregressive_log_likelihood(model, nll, precision)
     decoder = getattr(model, "decoder", None)
     if not isinstance(decoder, keras.Model):
         return lambda z, x: -to_numpy(nll(_repeat(x, len(z) // len(x)),
@@ -86,11 +103,30 @@ def log_likelihood_fn(model: Any, nll: Callable[[Any, Any], Any],
             logits = decoder(z, training=False)
         else:
             logits, x = phase(z), tf.nn.space_to_depth(x, 2)
-        reps = tf.shape(z)[0] // tf.shape(x)[0]
-        multiples = tf.concat([[reps], tf.ones([tf.rank(x) - 1], tf.int32)], axis=0)
-        return -nll(tf.tile(x, multiples), tf.cast(logits, tf.float32))
+        return -nll(_tiled_for(z, x), tf.cast(logits, tf.float32))
 
     return lambda z, x: graph(tf.constant(z, tf.float32), tf.constant(x)).numpy().astype(np.float64)
+
+
+def _autoregressive_log_likelihood(model: Any, nll: Callable[[Any, Any], Any],
+                                   precision: str) -> LogLikelihood:
+    """`log_likelihood_fn` of a decoder whose head reads the image: the repeated images go
+    through the head with the decoder's features (bf16 for "bfloat16"; the head float32)."""
+    features = bfloat16_decoder(model.features) if precision == "bfloat16" else model.features
+
+    @tf.function(reduce_retracing=True)
+    def graph(z, x):
+        x = _tiled_for(z, x)
+        hidden, base = features(z, training=False)
+        return -nll(x, tf.cast(model.ar_head(hidden, base, x), tf.float32))
+
+    return lambda z, x: graph(tf.constant(z, tf.float32), tf.constant(x)).numpy().astype(np.float64)
+
+
+def _tiled_for(z: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
+    """x [b, ...] repeated for each of the m draws in z [m*b, d]: [m*b, ...] (in a graph)."""
+    reps = tf.shape(z)[0] // tf.shape(x)[0]
+    return tf.tile(x, tf.concat([[reps], tf.ones([tf.rank(x) - 1], tf.int32)], axis=0))
 
 
 def bfloat16_decoder(decoder: keras.Model) -> keras.Model:

@@ -2,6 +2,9 @@
 
 `build_vae(params.model)` makes one; `load_vae(path)` loads a saved `.keras` file in any
 process that can import this package. Every decoder ends in logits: `decode` is their sigmoid.
+With `decoder.autoregressive_channels`, a local autoregressive head (autoregressive.py) lets
+each pixel's logit also read the pixels before it: `image_logits(z, x)` scores images, and
+`decode` draws them pixel by pixel.
 Built with `precision="mixed_bfloat16"`, the hidden layers compute in bf16 while the heads
 (mean, log_var, logits) and so every loss term stay float32; variables are float32 either way.
 """
@@ -20,6 +23,7 @@ import tensorflow as tf
 from keras import layers, ops
 
 from mnist_vae import distribute
+from mnist_vae.autoregressive import LocalARHead
 from mnist_vae.config import DecoderConfig, EncoderConfig, ModelConfig, parse_section
 from mnist_vae.losses import kl_to_standard_normal, reconstruction_nll
 from mnist_vae.prior import DIGITS, GaussianMixture, check_digit
@@ -103,6 +107,19 @@ def build_decoder(cfg: DecoderConfig, latent_dim: int, slope: float,
         x = layers.Conv2D(1, cfg.head_kernel_size, padding="same", name="logits",
                           dtype=head)(x)
     return keras.Model(inputs, x, name="decoder")
+
+
+def _autoregressive_head(decoder: keras.Model, channels: int, precision: str
+                         ) -> tuple[keras.Model | None, LocalARHead | None]:
+    """(z -> [the decoder's last hidden layer, its logits], a head of `channels` reading
+    both and the image), or (None, None) for pixels independent given z (channels 0)."""
+    if not channels:
+        return None, None
+    hidden = decoder.get_layer("logits").input
+    features = keras.Model(decoder.input, [hidden, decoder.output], name="features")
+    head = LocalARHead(channels, name="ar_head", dtype=_dtypes(precision)[0])
+    head.build(tuple(hidden.shape))
+    return features, head
 
 
 @keras.saving.register_keras_serializable(package="mnist_vae")
@@ -219,6 +236,8 @@ class VAE(keras.Model):
         slope = model_config.leaky_relu_slope
         self.encoder = build_encoder(model_config.encoder, self.latent_dim, slope, precision)
         self.decoder = build_decoder(model_config.decoder, self.latent_dim, slope, precision)
+        self.features, self.ar_head = _autoregressive_head(
+            self.decoder, model_config.decoder.autoregressive_channels, precision)
         self.sampling = Sampling(name="sampling")
         components = model_config.prior.components if model_config.prior.kind == "mixture" else 1
         self.prior = MixturePrior(components, self.latent_dim, name="prior")
@@ -235,10 +254,23 @@ class VAE(keras.Model):
     # --- the public API -----------------------------------------------------------------
 
     def call(self, x, training=False):
-        """x -> (logits of a reconstruction through a sampled z, mean, log_var)."""
+        """x -> (logits of x's reconstruction through a sampled z, mean, log_var)."""
         mean, log_var = self.encoder(x, training=training)
         z = self.sampling(mean, log_var)
-        return self.decoder(z, training=training), mean, log_var
+        return self.image_logits(z, x, training), mean, log_var
+
+    @property
+    def is_autoregressive(self) -> bool:
+        """Whether a pixel's logit also reads the pixels before it, not only z."""
+        return self.ar_head is not None
+
+    def image_logits(self, z, x, training=False):
+        """Logits of p(x | z) for latents z [N, latent_dim] and images x [N, 28, 28, 1]: each
+        pixel's given z and, for an autoregressive decoder, the pixels of x before it."""
+        if self.ar_head is None:
+            return self.decoder(z, training=training)
+        hidden, base = self.features(z, training=training)
+        return self.ar_head(hidden, base, x)
 
     def encode(self, x):
         """Images [N, 28, 28, 1] -> (mean, log_var) of q(z | x), each [N, latent_dim]."""
@@ -246,18 +278,27 @@ class VAE(keras.Model):
         return ops.concatenate([m for m, _ in parts]), ops.concatenate([v for _, v in parts])
 
     def decode_logits(self, z):
-        """Latents [N, latent_dim] -> pixel logits [N, 28, 28, 1]."""
+        """Latents [N, latent_dim] -> pixel logits [N, 28, 28, 1], pixels independent given z."""
+        if self.ar_head is not None:
+            raise ValueError("an autoregressive decoder's logits depend on the image: score "
+                             "images with image_logits(z, x), or draw them with decode(z)")
         return ops.concatenate([self.decoder(c, training=False) for c in _chunks(z)])
 
-    def decode(self, z):
-        """Latents -> pixel probabilities (Bernoulli) or means (Gaussian) in [0, 1]."""
-        return ops.sigmoid(self.decode_logits(z))
+    def decode(self, z, seed: int = 0):
+        """Latents -> pixel probabilities (Bernoulli) or means (Gaussian) in [0, 1]. An
+        autoregressive decoder draws one image per latent, pixel by pixel with `seed`, and
+        gives each pixel's probability given the pixels drawn before it."""
+        if self.ar_head is None:
+            return ops.sigmoid(self.decode_logits(z))
+        rng = np.random.default_rng(seed)
+        return np.concatenate([self.ar_head.sample(*self.features(c, training=False), rng)[1]
+                               for c in _chunks(z)])
 
     def sample(self, n: int, seed: int, digit: int | None = None):
         """n images decoded from z ~ p(z), or from z ~ p(z | digit) to draw that digit;
         the same seed gives the same images."""
         z = self.prior_distribution(digit).sample(n, np.random.default_rng(seed))
-        return self.decode(z.astype("float32"))
+        return self.decode(z.astype("float32"), seed)
 
     def digit_walk(self, start: int, end: int, steps: int, seed: int):
         """`steps` images on the straight line from a drawn `start` digit's code to a drawn
@@ -265,7 +306,7 @@ class VAE(keras.Model):
         rng = np.random.default_rng(seed)
         a, b = (self.prior_distribution(d).sample(1, rng)[0] for d in (start, end))
         t = np.linspace(0.0, 1.0, steps)[:, None]
-        return self.decode(((1 - t) * a + t * b).astype("float32"))
+        return self.decode(((1 - t) * a + t * b).astype("float32"), seed)
 
     @property
     def draws_digits(self) -> bool:

@@ -131,7 +131,8 @@ class DigitGenerator:
         self.vae = vae
         self.max_rows = max_rows
         # One graph for every batch size: a tenth of the eager decoder's time per request.
-        self._decode = tf.function(
+        # An autoregressive decoder draws each image pixel by pixel instead (`vae.decode`).
+        self._decode = vae.decode if vae.is_autoregressive else tf.function(
             lambda z: keras.ops.sigmoid(vae.decoder(z, training=False)),
             input_signature=[tf.TensorSpec([None, vae.latent_dim], tf.float32)])
 
