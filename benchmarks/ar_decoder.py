@@ -201,7 +201,8 @@ def draw(model: VAE, n: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     z = model.prior_distribution().sample(n, rng).astype("float32")
     if model.is_autoregressive:
-        return model.ar_head.sample(*model.features(z, training=False), rng)[0]
+        hidden, base = model.features(z, training=False)
+        return model.ar_head.sample(hidden, base, rng.random((n, 28, 28)))[0]
     return (rng.random((n, 28, 28, 1)) < np.asarray(model.decode(z))).astype("float32")
 
 

@@ -5,8 +5,8 @@
 
 A digit is drawn in 784 steps, one pixel each. The baseline runs the whole head (a causal
 convolution of all 784 pixels) at every step, as the definition reads; `LocalARHead.sample`
-computes only the drawn pixel's logit. Both draw from the same latents with generators seeded
-alike, so the report also says whether they drew the very same digits. Without `--model` the
+computes only the drawn pixel's logit. Both draw from the same latents with the same uniforms,
+so the report also says whether they drew the very same digits. Without `--model` the
 head is an untrained one with random residual weights: the work per step does not depend on
 the weights.
 """
@@ -36,16 +36,24 @@ from mnist_vae.precision import cpu_facts
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def drawn_by_the_whole_head(head: LocalARHead, hidden, base, rng: np.random.Generator):
+def drawn_by_the_whole_head(head: LocalARHead, hidden, base, uniforms: np.ndarray):
     """The definition: run the whole head on the pixels drawn so far, draw the next pixel."""
-    n, height, width = np.shape(base)[:3]
-    x = np.zeros((n, height, width, 1), "float32")
+    x = np.zeros((*np.shape(base)[:3], 1), "float32")
     probs = np.zeros_like(x)
-    for i in range(height):
-        for j in range(width):
+    for i in range(x.shape[1]):
+        for j in range(x.shape[2]):
             probs[:, i, j, 0] = np.asarray(ops.sigmoid(head(hidden, base, x)))[:, i, j, 0]
-            x[:, i, j, 0] = rng.random(n) < probs[:, i, j, 0]
+            x[:, i, j, 0] = uniforms[:, i, j] < probs[:, i, j, 0]
     return x, probs
+
+
+def with_random_residual(head: LocalARHead, seed: int) -> LocalARHead:
+    """The head with seeded random weights in its residual's output layer (zero when new), so
+    the pixels before each one count as they do once trained."""
+    rng = np.random.default_rng(seed)
+    head.out.set_weights([rng.normal(size=w.shape).astype("float32")
+                          for w in head.out.get_weights()])
+    return head
 
 
 def benchmark_model(path: Path | None) -> VAE:
@@ -54,9 +62,7 @@ def benchmark_model(path: Path | None) -> VAE:
         return load_vae(path)
     keras.utils.set_random_seed(0)
     model = build("local_ar", params_with_overlay(ROOT / "params.yaml", OVERLAY))
-    rng = np.random.default_rng(0)
-    out = model.ar_head.out
-    out.set_weights([rng.normal(size=w.shape).astype("float32") for w in out.get_weights()])
+    with_random_residual(model.ar_head, seed=0)
     return model
 
 
@@ -87,10 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     z = np.random.default_rng(1).normal(size=(args.digits, model.latent_dim)).astype("float32")
     hidden, base = model.features(z, training=False)
-    head = model.ar_head
-    paths = {"whole_head": lambda: drawn_by_the_whole_head(head, hidden, base,
-                                                           np.random.default_rng(2)),
-             "per_pixel": lambda: head.sample(hidden, base, np.random.default_rng(2))}
+    head, uniforms = model.ar_head, np.random.default_rng(2).random(tuple(base.shape)[:3])
+    paths = {"whole_head": lambda: drawn_by_the_whole_head(head, hidden, base, uniforms),
+             "per_pixel": lambda: head.sample(hidden, base, uniforms)}
     seconds, drawn = {}, {}
     for name, draw in paths.items():
         seconds[name], drawn[name] = timed(draw, args.rounds)

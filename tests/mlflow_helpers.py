@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.ar_sampling import with_random_residual
 from mnist_vae.config import Params, parse_params
 from mnist_vae.model import build_vae
 
@@ -51,9 +52,7 @@ def tiny_autoregressive_vae(seed: int = 0):
     vae = build_vae(tiny_params(model={**TINY_MODEL, "decoder": {
         **TINY_MODEL["decoder"], "autoregressive_channels": 4}},
         data={"binarize": "dynamic"}).model)
-    rng = np.random.default_rng(seed)
-    vae.ar_head.out.set_weights([rng.normal(size=w.shape).astype("float32")
-                                 for w in vae.ar_head.out.get_weights()])
+    with_random_residual(vae.ar_head, seed)
     return vae
 
 

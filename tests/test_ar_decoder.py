@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from benchmarks import ar_decoder
+from benchmarks.ar_sampling import with_random_residual
 from mlflow_helpers import TINY_MODEL, tiny_params
 from mnist_vae import evaluation, losses
 from mnist_vae.data import Splits
-from mnist_vae.model import VAE
 
 PARAMS = tiny_params(
     data={"binarize": "dynamic", "val_size": 20},
@@ -33,13 +33,6 @@ def _mnist_npz(path, seed: int, test_images: int = 10):
     np.savez(path, x_train=images(5100), y_train=rng.integers(0, 10, 5100),
              x_test=images(test_images), y_test=rng.integers(0, 10, test_images))
     return path
-
-
-def _active_head(model: VAE) -> None:
-    """Give the zero-initialised residual random weights, so the head's context counts."""
-    rng = np.random.default_rng(1)
-    model.ar_head.out.set_weights([rng.normal(size=w.shape).astype("float32")
-                                   for w in model.ar_head.out.get_weights()])
 
 
 def test_with_its_residual_at_zero_the_variant_scores_as_the_default_model():
@@ -80,7 +73,7 @@ def test_a_run_trains_keeps_its_best_epoch_fits_the_prior_and_scores(tmp_path):
 
 def test_scored_in_parts_the_images_get_the_draws_a_whole_run_gives_them():
     model = ar_decoder.build("local_ar", PARAMS)
-    _active_head(model)
+    with_random_residual(model.ar_head, seed=1)
     model.set_prior(model.prior_distribution())
     test = _binary(10, 13)
     whole = ar_decoder.score(model, test, PARAMS, samples=32, images=0)

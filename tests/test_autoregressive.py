@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from benchmarks.ar_sampling import drawn_by_the_whole_head
+from benchmarks.ar_sampling import drawn_by_the_whole_head, with_random_residual
 from mnist_vae.autoregressive import LocalARHead, causal_mask
 
 HEIGHT, WIDTH, HIDDEN = 8, 6, 5  # not square, so rows and columns cannot be mixed up
@@ -17,10 +17,7 @@ def _head(seed: int = 1, channels: int = 4) -> LocalARHead:
     keras.utils.set_random_seed(seed)
     head = LocalARHead(channels, kernel_size=5)
     head.build((None, HEIGHT, WIDTH, HIDDEN))
-    rng = np.random.default_rng(seed)
-    head.out.set_weights([rng.normal(size=w.shape).astype("float32")
-                          for w in head.out.get_weights()])
-    return head
+    return with_random_residual(head, seed)
 
 
 def _inputs(n: int, seed: int = 2):
@@ -65,12 +62,16 @@ def test_a_new_head_passes_the_decoders_logits_through_unchanged():
     np.testing.assert_array_equal(np.asarray(head(hidden, base, x)), base)
 
 
-def test_the_fast_sampler_draws_what_the_whole_head_draws_with_the_same_generator():
+def _uniforms(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).random((n, HEIGHT, WIDTH))
+
+
+def test_the_fast_sampler_draws_what_the_whole_head_draws_with_the_same_uniforms():
     head = _head()
     hidden, base, _ = _inputs(16)
-    images, probs = head.sample(hidden, base, np.random.default_rng(5))
+    images, probs = head.sample(hidden, base, _uniforms(16, 5))
     expected_images, expected_probs = drawn_by_the_whole_head(head, hidden, base,
-                                                               np.random.default_rng(5))
+                                                               _uniforms(16, 5))
     np.testing.assert_array_equal(images, expected_images)
     np.testing.assert_allclose(probs, expected_probs, atol=1e-5)
     assert 0 < images.mean() < 1  # both values are drawn, so the check means something
@@ -79,9 +80,26 @@ def test_the_fast_sampler_draws_what_the_whole_head_draws_with_the_same_generato
 def test_the_probabilities_it_draws_with_score_the_drawn_image_as_the_head_does():
     head = _head()
     hidden, base, _ = _inputs(4)
-    images, probs = head.sample(hidden, base, np.random.default_rng(6))
+    images, probs = head.sample(hidden, base, _uniforms(4, 6))
     logits = np.asarray(head(hidden, base, images))
     np.testing.assert_allclose(probs, 1 / (1 + np.exp(-logits)), atol=1e-5)
+
+
+def test_an_image_drawn_depends_on_its_own_uniforms_not_on_the_others_drawn_with_it():
+    head = _head()
+    hidden, base, _ = _inputs(6)
+    uniforms = _uniforms(6, 7)
+    images, probs = head.sample(hidden, base, uniforms)
+    alone = head.sample(hidden[3:4], base[3:4], uniforms[3:4])
+    np.testing.assert_array_equal(alone[0], images[3:4])
+    np.testing.assert_allclose(alone[1], probs[3:4], atol=1e-6)
+
+
+def test_uniforms_not_one_per_pixel_are_refused_by_shape():
+    hidden, base, _ = _inputs(2)
+    with pytest.raises(ValueError, match=r"uniforms of shape \(2, 6, 8\): give one per pixel "
+                                         r"drawn, shape \(2, 8, 6\)"):
+        _head().sample(hidden, base, np.zeros((2, WIDTH, HEIGHT)))
 
 
 def test_the_head_saves_and_loads_as_part_of_a_keras_model(tmp_path):

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from mlflow_helpers import tiny_autoregressive_vae, tiny_params
+from mnist_vae import model as model_module
 from mnist_vae.config import (
     DecoderConfig,
     EncoderConfig,
@@ -374,6 +375,16 @@ def test_an_autoregressive_decoder_draws_the_same_images_for_the_same_seed(ar_va
     with pytest.raises(ValueError, match="logits depend on the image: score images with "
                                          "image_logits"):
         ar_vae.decode_logits(z)
+
+
+def test_an_autoregressive_decoders_image_for_a_latent_does_not_depend_on_the_batch(
+        ar_vae, monkeypatch):
+    z = np.random.default_rng(6).standard_normal((5, 3)).astype("float32")
+    whole = ar_vae.decode(z, seed=3)  # a pixel drawn otherwise would move the later ones
+    np.testing.assert_allclose(ar_vae.decode(z[:2], seed=3), whole[:2], atol=1e-6)
+    monkeypatch.setattr(model_module, "_CHUNK", 2)  # drawn in pieces of 2, 2 and 1
+    np.testing.assert_allclose(ar_vae.decode(z, seed=3), whole, atol=1e-6)
+    assert not np.allclose(ar_vae.decode(z, seed=4), whole, atol=1e-6)
 
 
 def test_an_autoregressive_vae_trains_saves_and_loads_whole(ar_vae, tmp_path):

@@ -62,12 +62,17 @@ class LocalARHead(layers.Layer):
         u = ops.relu(self.project(hidden) + self.context(ops.cast(x, hidden.dtype)))
         return base + ops.cast(self.out(self.mix(u)), base.dtype)
 
-    def sample(self, hidden, base, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def sample(self, hidden, base, uniforms) -> tuple[np.ndarray, np.ndarray]:
         """Binary images [n, h, w, 1] drawn pixel by pixel, and each pixel's probability given
-        the pixels drawn before it; one `rng.random(n)` a pixel, in raster order."""
+        the pixels drawn before it: a pixel is 1 where its uniform [n, h, w] is below that
+        probability, so an image depends on its own uniforms only, not on the others drawn."""
         projected = np.asarray(ops.cast(self.project(hidden), "float32"))
         base = np.asarray(ops.cast(base, "float32"))[..., 0]
         n, height, width = base.shape
+        uniforms = np.asarray(uniforms)
+        if uniforms.shape != base.shape:
+            raise ValueError(f"uniforms of shape {uniforms.shape}: give one per pixel drawn, "
+                             f"shape {base.shape}")
         half = self.kernel_size // 2
         taps = (np.asarray(self.context.kernel) * self.context.mask)[: half + 1, :, 0, :]
         context_bias = np.asarray(self.context.bias)
@@ -83,7 +88,7 @@ class LocalARHead(layers.Layer):
                                    + mix_b, 0)
                 logit = base[:, i, j] + mixed @ out_w[0, 0, :, 0] + out_b[0]
                 probs[:, i, j] = 1.0 / (1.0 + np.exp(-logit))
-                padded[:, i + half, j + half] = rng.random(n) < probs[:, i, j]
+                padded[:, i + half, j + half] = uniforms[:, i, j] < probs[:, i, j]
         return padded[:, half:, half:width + half, None].copy(), probs[..., None]
 
     def get_config(self):

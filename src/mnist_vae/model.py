@@ -284,15 +284,18 @@ class VAE(keras.Model):
                              "images with image_logits(z, x), or draw them with decode(z)")
         return ops.concatenate([self.decoder(c, training=False) for c in _chunks(z)])
 
-    def decode(self, z, seed: int = 0):
+    def decode(self, z, seed: int = 0) -> np.ndarray:
         """Latents -> pixel probabilities (Bernoulli) or means (Gaussian) in [0, 1]. An
-        autoregressive decoder draws one image per latent, pixel by pixel with `seed`, and
-        gives each pixel's probability given the pixels drawn before it."""
+        autoregressive decoder draws one image per latent, pixel by pixel, and gives each
+        pixel's probability given the pixels drawn before it; latent i's image depends only
+        on `seed` and i, so a prefix of z draws a prefix of the images, chunked or not."""
         if self.ar_head is None:
-            return ops.sigmoid(self.decode_logits(z))
-        rng = np.random.default_rng(seed)
-        return np.concatenate([self.ar_head.sample(*self.features(c, training=False), rng)[1]
-                               for c in _chunks(z)])
+            return np.asarray(ops.sigmoid(self.decode_logits(z)))
+        rng, images = np.random.default_rng(seed), []
+        for chunk in _chunks(z):  # consecutive draws of a generator are one draw, cut
+            hidden, base = self.features(chunk, training=False)
+            images.append(self.ar_head.sample(hidden, base, rng.random(tuple(base.shape)[:3]))[1])
+        return np.concatenate(images)
 
     def sample(self, n: int, seed: int, digit: int | None = None):
         """n images decoded from z ~ p(z), or from z ~ p(z | digit) to draw that digit;
