@@ -196,6 +196,9 @@ y = np.zeros(320, "int64")
 splits = Splits(x[:256], y[:256], x[256:], y[256:], x[256:], y[256:])
 model = dataclasses.replace(params.model, prior=dataclasses.replace(
     params.model.prior, kind="standard", conditional=False))  # one label: no per-digit fit
+if sys.argv[2] == "autoregressive":
+    model = dataclasses.replace(model, decoder=dataclasses.replace(
+        model.decoder, autoregressive_channels=8))
 cfg = dataclasses.replace(params.train, epochs=1, distribute=sys.argv[1])
 with tempfile.TemporaryDirectory() as tmp:
     result = training.train(splits, params.data, model, cfg, tmp, verbose=0)
@@ -205,11 +208,12 @@ print(json.dumps({**result.history[-1], "replicas": replicas}))
 
 
 @pytest.mark.slow
-def test_mirrored_on_two_cpu_devices_logs_per_image_losses(repo_root, tmp_path):
+@pytest.mark.parametrize("decoder", ["default", "autoregressive"])
+def test_mirrored_on_two_cpu_devices_logs_per_image_losses(repo_root, tmp_path, decoder):
     """MirroredStrategy over two logical CPUs: metrics per image, close to one process."""
     records = {}
     for kind in ("none", "mirrored"):
-        out = run([sys.executable, "-c", MIRRORED_SCRIPT, kind], tmp_path,
+        out = run([sys.executable, "-c", MIRRORED_SCRIPT, kind, decoder], tmp_path,
                   pipeline_env(repo_root), timeout=600).stdout
         records[kind] = json.loads(out.strip().splitlines()[-1])
     one, two = records["none"], records["mirrored"]
