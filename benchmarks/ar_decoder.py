@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -51,7 +50,7 @@ from mnist_vae.model import VAE, build_vae, count_params, load_vae
 from mnist_vae.overlays import params_with_overlay
 from mnist_vae.prior_fit import fit_prior
 from mnist_vae.rendering import save_png, sheet
-from mnist_vae.training import configure_determinism, learning_rate, plan_schedule
+from mnist_vae.training import configure_determinism, learning_rate, plan_epochs, plan_schedule
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERLAY = ROOT / "configs" / "long.yaml"
@@ -89,15 +88,10 @@ class TimeBudget(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         done, spent, pace = epoch + 1, sum(self.clock.seconds), self.clock.seconds[-1]
         if done == PLAN_AFTER:
-            self.planned = planned_epochs(self.params["epochs"], done, spent, pace, self.budget_s)
+            self.planned = plan_epochs(self.params["epochs"], done, spent, pace, self.budget_s)
             plan_schedule(self.model, self.planned, self.steps)
         if done == self.planned or spent + pace > self.budget_s:
             self.model.stop_training = True
-
-
-def planned_epochs(cap: int, done: int, spent_s: float, pace_s: float, budget_s: float) -> int:
-    """The epochs that fit the budget at `pace_s` each after `done` took `spent_s`: at most cap."""
-    return max(done, min(cap, done + math.floor((budget_s - spent_s) / max(pace_s, 1e-9))))
 
 
 def build(kind: str, params: Params) -> VAE:
@@ -202,7 +196,7 @@ def draw(model: VAE, n: int, seed: int) -> np.ndarray:
     z = model.prior_distribution().sample(n, rng).astype("float32")
     if model.is_autoregressive:
         hidden, base = model.features(z, training=False)
-        return model.ar_head.sample(hidden, base, rng.random((n, 28, 28)))[0]
+        return model.ar_head.sample(hidden, base, rng.random(tuple(base.shape)[:3]))[0]
     return (rng.random((n, 28, 28, 1)) < np.asarray(model.decode(z))).astype("float32")
 
 

@@ -133,12 +133,6 @@ def test_a_malformed_part_is_refused_by_name(text, capsys):
     assert f"{text!r}: give K/N with 1 <= K <= N" in capsys.readouterr().err
 
 
-def test_the_budget_plans_the_epochs_that_fit_at_the_measured_pace():
-    assert ar_decoder.planned_epochs(300, done=2, spent_s=50, pace_s=22, budget_s=3600) == 163
-    assert ar_decoder.planned_epochs(100, done=2, spent_s=50, pace_s=22, budget_s=3600) == 100
-    assert ar_decoder.planned_epochs(300, done=2, spent_s=50, pace_s=40, budget_s=60) == 2
-
-
 @pytest.mark.parametrize(("budget_s", "epochs_run"), [(1e-6, 1), (1e6, 3)])
 def test_training_under_a_budget_stops_when_it_is_spent_or_at_the_cap(budget_s, epochs_run):
     params = dataclasses.replace(PARAMS, train=dataclasses.replace(

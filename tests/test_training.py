@@ -433,13 +433,23 @@ class TenSecondTicks:
         return time.process_time()
 
 
-def test_plan_epochs_fits_the_budget_at_the_first_epochs_pace():
+def test_plan_epochs_fits_the_budget_at_the_pace_given():
     from mnist_vae.training import plan_epochs
 
-    assert plan_epochs(20, 600.0, 17.0) == 20  # this machine: today's epochs
-    assert plan_epochs(20, 600.0, 37.0) == 16  # a machine twice as slow
-    assert plan_epochs(4, 25.0, 10.0) == 2
-    assert plan_epochs(4, 5.0, 10.0) == 1  # at least the epoch already trained
+    assert plan_epochs(20, 1, 17.0, 17.0, 600.0) == 20  # this machine: today's epochs
+    assert plan_epochs(20, 1, 37.0, 37.0, 600.0) == 16  # a machine twice as slow
+    assert plan_epochs(4, 1, 10.0, 10.0, 25.0) == 2
+    assert plan_epochs(4, 1, 10.0, 10.0, 5.0) == 1  # at least the epoch already trained
+    assert plan_epochs(300, 2, 50.0, 22.0, 3600.0) == 163
+    assert plan_epochs(300, 2, 50.0, 40.0, 60.0) == 2  # the budget is spent: stop here
+
+
+def test_the_running_pace_is_the_mean_of_the_last_three_epochs():
+    from mnist_vae.training import recent_pace
+
+    assert recent_pace([12.0]) == 12.0
+    assert recent_pace([40.0, 10.0, 10.0, 10.0]) == 10.0  # the traced first epoch drops out
+    assert recent_pace([10.0, 10.0, 10.0, 40.0]) == 20.0  # one slow epoch moves it a third
 
 
 def test_a_time_budget_plans_the_epochs_spreads_the_schedule_and_keeps_the_best(
@@ -476,6 +486,72 @@ def test_without_a_time_budget_nothing_is_planned_and_the_result_is_unchanged(
                   tmp_path / "b", verbose=0)
     assert plain.facts["planned_epochs"] == ample.facts["planned_epochs"] == 2
     assert plain.history == ample.history  # a budget that fits every epoch changes nothing
+
+
+class ScriptedEpochs(keras.callbacks.Callback):
+    """A clock for training.py under which epoch k takes seconds[k]: it moves on as each epoch
+    ends, before the bookkeeping (which runs after the extra callbacks) reads it."""
+
+    def __init__(self, seconds):
+        super().__init__()
+        self.seconds, self.now = list(seconds), 0.0
+
+    def perf_counter(self):
+        return self.now
+
+    def process_time(self):
+        return time.process_time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.now += self.seconds[epoch]
+
+
+@pytest.mark.parametrize(("seconds", "plans"), [
+    # the host slows from epoch 4: the plan of 8 epochs (130 s) is cut twice, to 6 (90 s)
+    ([10, 10, 10, 20, 20, 20, 20, 20], [[1, 8], [4, 7], [5, 6]]),
+    # the host speeds up after a slow first epoch: the plan is never stretched
+    ([30, 5, 5, 5, 5, 5, 5, 5], [[1, 3]]),
+])
+def test_a_time_budget_cuts_the_plan_when_the_host_slows_and_never_stretches_it(
+        tmp_path, monkeypatch, seconds, plans):
+    from mnist_vae import training
+
+    host = ScriptedEpochs(seconds)
+    monkeypatch.setattr(training, "time", host)
+    cfg = dataclasses.replace(TINY_TRAIN, epochs=8, time_budget_s=100.0)
+    logger = Records()
+    result = train(_splits(), TINY_DATA, TINY_MODEL, cfg, tmp_path / "ckpt", logger,
+                   callbacks=(host,), verbose=0)
+    facts, planned = result.facts, plans[-1][1]
+    assert facts["plans"] == plans
+    assert facts["planned_epochs"] == facts["epochs_run"] == planned
+    assert facts["train_time_s"] == sum(seconds[:planned]) <= cfg.time_budget_s
+    assert logger.records[-1]["learning_rate"] == pytest.approx(0.0, abs=1e-9)
+    rates = [r["learning_rate"] for r in logger.records]
+    assert rates == sorted(rates, reverse=True)  # a cut only ever lowers the rate
+
+
+def test_a_resumed_run_keeps_cutting_the_plan_from_the_pace_it_saved(tmp_path, monkeypatch):
+    from mnist_vae import training
+
+    seconds = [10, 10, 10, 20, 20, 20, 20, 20]
+    cfg = dataclasses.replace(TINY_TRAIN, epochs=8, time_budget_s=100.0)
+    host = ScriptedEpochs(seconds)
+    monkeypatch.setattr(training, "time", host)
+    whole = train(_splits(), TINY_DATA, TINY_MODEL, cfg, tmp_path / "whole",
+                  callbacks=(host,), verbose=0)
+    host = ScriptedEpochs(seconds)
+    monkeypatch.setattr(training, "time", host)
+    with pytest.raises(KeyboardInterrupt):  # killed after the first cut, before epoch 5
+        train(_splits(), TINY_DATA, TINY_MODEL, cfg, tmp_path / "killed",
+              callbacks=(host, StopAtEpoch(4)), verbose=0)
+    host = ScriptedEpochs(seconds)
+    monkeypatch.setattr(training, "time", host)
+    resumed = train(_splits(), TINY_DATA, TINY_MODEL, cfg, tmp_path / "killed",
+                    callbacks=(host,), verbose=0)
+    assert resumed.facts["resumed_from_epoch"] == 4
+    assert resumed.facts["plans"] == whole.facts["plans"] == [[1, 8], [4, 7], [5, 6]]
+    assert resumed.history == whole.history
 
 
 class StopAtEpoch(keras.callbacks.Callback):

@@ -47,7 +47,9 @@ class TrainState:
     train_seconds: float = 0.0
     train_cpu_seconds: float = 0.0
     history: list[dict[str, float]] = field(default_factory=list)
-    planned_epochs: int = 0  # under train.time_budget_s, the epochs planned after epoch 1
+    epoch_seconds: list[float] = field(default_factory=list)
+    planned_epochs: int = 0  # under train.time_budget_s, the epochs planned (0: no plan yet)
+    plans: list[list[int]] = field(default_factory=list)  # [after epoch, planned], in order
 
     def epoch_budget(self, cfg: TrainConfig) -> int:
         """The epochs this run may train: the time budget's plan once made, else train.epochs."""

@@ -43,6 +43,7 @@ from mnist_vae.prior_fit import check_prior_fit, fit_prior
 
 EVAL_BATCH = 500
 METRICS = ("loss", "reconstruction", "kl")
+PACE_EPOCHS = 3  # the epochs whose mean time is the time budget's running pace
 # What reading a truncated, garbled or foreign checkpoint raises: it is set aside, not fatal.
 UNUSABLE_CHECKPOINT = (CheckpointMismatch, zipfile.BadZipFile, OSError, EOFError, KeyError,
                        TypeError, ValueError)
@@ -82,10 +83,18 @@ def learning_rate(cfg: TrainConfig, steps: int):
     return cfg.learning_rate
 
 
-def plan_epochs(epochs: int, budget_s: float, first_epoch_s: float) -> int:
-    """The epochs that fit the time budget at the first epoch's pace: at least 1, at most
-    `epochs`."""
-    return max(1, min(epochs, math.floor(budget_s / max(first_epoch_s, 1e-9))))
+def plan_epochs(cap: int, done: int, spent_s: float, pace_s: float, budget_s: float) -> int:
+    """The epochs that fit the budget when `done` epochs took `spent_s` and each next one takes
+    `pace_s`: at least the epochs done (and 1), at most `cap`."""
+    fit = done + math.floor((budget_s - spent_s) / max(pace_s, 1e-9))
+    return max(done, 1, min(cap, fit))
+
+
+def recent_pace(epoch_seconds: list[float]) -> float:
+    """Seconds per epoch lately (the mean of the last PACE_EPOCHS): one slow epoch moves it a
+    little, a host that stays slower moves it all the way."""
+    recent = epoch_seconds[-PACE_EPOCHS:]
+    return sum(recent) / len(recent)
 
 
 def plan_schedule(model: VAE, epochs: int, steps: int) -> None:
@@ -148,11 +157,12 @@ class EpochBookkeeper(keras.callbacks.Callback):
         else:
             state.stale_epochs += 1
         state.epochs_done = epoch + 1
-        state.train_seconds += time.perf_counter() - self._epoch_start[0]
+        state.epoch_seconds.append(time.perf_counter() - self._epoch_start[0])
+        state.train_seconds += state.epoch_seconds[-1]
         state.train_cpu_seconds += time.process_time() - self._epoch_start[1]
         state.history.append(record)
-        if self.cfg.time_budget_s is not None and not state.planned_epochs:
-            self._plan(state.train_seconds)
+        if self.cfg.time_budget_s is not None:
+            self._plan()
         distribute.write_on_chief(  # tf.distribute hook: every worker saves, only the chief keeps
             self.checkpoint, lambda path: save_checkpoint(
                 path, self.model, state, self.best_weights, self.progress), self.placement)
@@ -165,13 +175,25 @@ class EpochBookkeeper(keras.callbacks.Callback):
         elif state.epochs_done >= state.epoch_budget(self.cfg):
             self.model.stop_training = True  # the time budget's plan is done
 
-    def _plan(self, first_epoch_s: float) -> None:
-        """After the first epoch: the epochs that fit the budget, and the schedule over them."""
-        planned = plan_epochs(self.cfg.epochs, self.cfg.time_budget_s, first_epoch_s)
-        self.state.planned_epochs = planned
-        plan_schedule(self.model, planned, self.steps)
-        print(f"Time budget {self.cfg.time_budget_s:g} s: epoch 1 took {first_epoch_s:.1f} s, "
-              f"so {planned} of {self.cfg.epochs} epochs, the schedule spread over them")
+    def _plan(self) -> None:
+        """Fit the epochs to the budget: planned after epoch 1, then cut (never stretched, so
+        the rate never rises again) when the running pace says the plan would overrun."""
+        state, budget_s = self.state, self.cfg.time_budget_s
+        pace = recent_pace(state.epoch_seconds)
+        fits = plan_epochs(state.epoch_budget(self.cfg), state.epochs_done,
+                           state.train_seconds, pace, budget_s)
+        if state.planned_epochs and fits >= state.planned_epochs:
+            return
+        if state.planned_epochs:
+            print(f"Time budget {budget_s:g} s: {state.train_seconds:.0f} s spent, epochs now "
+                  f"take {pace:.1f} s, so {fits} epochs instead of {state.planned_epochs}, "
+                  "the schedule spread over them")
+        else:
+            print(f"Time budget {budget_s:g} s: epoch 1 took {pace:.1f} s, "
+                  f"so {fits} of {self.cfg.epochs} epochs, the schedule spread over them")
+        state.planned_epochs = fits
+        state.plans.append([state.epochs_done, fits])
+        plan_schedule(self.model, fits, self.steps)
 
     def _record(self, epoch: int, logs: dict) -> dict[str, float]:
         record = {"epoch": epoch}
@@ -235,7 +257,7 @@ def train(splits: Splits, data_cfg: DataConfig, model_cfg: ModelConfig, cfg: Tra
             with placement.scope():  # a fresh model: the failed load may have set some
                 model = compiled_vae(model_cfg, cfg, steps, compute)
             state, best_weights, progress = TrainState(), model.get_weights(), []
-    if state.planned_epochs:  # a resumed run keeps the plan its first epoch made
+    if state.planned_epochs:  # a resumed run keeps the plan made so far
         plan_schedule(model, state.planned_epochs, steps)
     resumed_from = state.epochs_done
     if logger is not None:
@@ -273,6 +295,7 @@ def train(splits: Splits, data_cfg: DataConfig, model_cfg: ModelConfig, cfg: Tra
         "precision_choice": chosen,
         "time_budget_s": cfg.time_budget_s,
         "planned_epochs": state.epoch_budget(cfg),  # train.epochs unless a time budget planned
+        "plans": state.plans,  # [after epoch, epochs planned]: the budget's plan and its cuts
         "resumed_from_epoch": resumed_from,
         "wall_time_s": round(time.perf_counter() - started, 2),
         "train_time_s": round(state.train_seconds, 2),
