@@ -43,7 +43,7 @@ from mnist_vae.prior_fit import check_prior_fit, fit_prior
 
 EVAL_BATCH = 500
 METRICS = ("loss", "reconstruction", "kl")
-PACE_EPOCHS = 3  # the epochs whose mean time is the time budget's running pace
+PACE_EPOCHS = 3  # the epochs whose mean time bounds the time budget's running pace
 # What reading a truncated, garbled or foreign checkpoint raises: it is set aside, not fatal.
 UNUSABLE_CHECKPOINT = (CheckpointMismatch, zipfile.BadZipFile, OSError, EOFError, KeyError,
                        TypeError, ValueError)
@@ -91,10 +91,10 @@ def plan_epochs(cap: int, done: int, spent_s: float, pace_s: float, budget_s: fl
 
 
 def recent_pace(epoch_seconds: list[float]) -> float:
-    """Seconds per epoch lately (the mean of the last PACE_EPOCHS): one slow epoch moves it a
-    little, a host that stays slower moves it all the way."""
+    """Seconds per epoch from here on, erring slow: the last epoch's, or the mean of the last
+    PACE_EPOCHS if slower, so a slowdown counts at once and one fast epoch hides nothing."""
     recent = epoch_seconds[-PACE_EPOCHS:]
-    return sum(recent) / len(recent)
+    return max(recent[-1], sum(recent) / len(recent))
 
 
 def plan_schedule(model: VAE, epochs: int, steps: int) -> None:
