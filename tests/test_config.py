@@ -436,6 +436,8 @@ def _has_ambiguous(value) -> bool:
     ({"time_budget_s": 0}, "train.time_budget_s: must be > 0, or null for off, got 0"),
     ({"time_budget_s": "10 min"}, "train.time_budget_s: must be a number or null"),
     ({"precision": "auto", "distribute": "mirrored"}, "train.precision: auto times each machine"),
+    ({"time_budget_s": 600, "distribute": "multi_worker"},
+     "train.time_budget_s: each worker would time its own epochs"),
 ])
 def test_precision_and_time_budget_are_refused_naming_the_key(train, message):
     with pytest.raises(ConfigError) as err:
@@ -447,3 +449,5 @@ def test_precision_and_time_budget_accept_their_values():
     train = parse_params({"train": {"precision": "mixed_bfloat16", "time_budget_s": 600}}).train
     assert train.precision == "mixed_bfloat16" and train.time_budget_s == 600.0
     assert parse_params({"train": {"time_budget_s": None}}).train.time_budget_s is None
+    mirrored = parse_params({"train": {"time_budget_s": 600, "distribute": "mirrored"}}).train
+    assert mirrored.time_budget_s == 600.0  # one process times one clock

@@ -347,6 +347,12 @@ class TrainConfig:
                 "train.precision: auto times each machine on its own, so workers could pick "
                 "different precisions; set float32 or mixed_bfloat16 with train.distribute"
             )
+        if self.time_budget_s is not None and self.distribute == "multi_worker":
+            raise ConfigError(
+                "train.time_budget_s: each worker would time its own epochs and could plan "
+                "a different number, leaving the others waiting; set train.epochs instead "
+                "with train.distribute: multi_worker"
+            )
         if self.jit_compile and self.deterministic:
             raise ConfigError(
                 "train.jit_compile: Keras turns XLA off under op determinism; set "
